@@ -1,0 +1,161 @@
+"""The `cnnlab` command. Each subcommand parses flags and calls the library; no logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from cnnlab.errors import CnnlabError
+
+SHOW = {"show_default": True}
+
+
+class _Cli(click.Group):
+    """Turns user errors into one line and a non-zero exit; --debug shows the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except CnnlabError as e:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # an internal fault: still one line, traceback on request
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(
+                f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)"
+            ) from None
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="cnnlab")
+def cli(debug: bool) -> None:
+    """cnnlab: build, train, look inside and ship convolutional neural networks."""
+
+
+def _print_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+def _parse_size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HxW such as 28x28, got {value!r}") from None
+    return h, w
+
+
+# ---------------------------------------------------------------- data
+@cli.group()
+def data() -> None:
+    """Obtain, inspect and convert datasets."""
+
+
+@data.command("fetch")
+@click.argument("name", type=click.Choice(["mnist"]))
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False),
+    help="Directory holding the IDX files (plain or .gz).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Cache directory [default: $CNNLAB_CACHE_DIR or ~/.cache/cnnlab].",
+)
+def data_fetch(name: str, source: str | None, cache_dir: str | None) -> None:
+    """Put a dataset in the cache and verify its checksums."""
+    from cnnlab.data.mnist import fetch_mnist
+
+    click.echo(str(fetch_mnist(cache_dir, source)))
+
+
+_LOAD_OPTIONS = [
+    click.option(
+        "--channels",
+        type=click.Choice(["1", "3"]),
+        help="Force gray (1) or RGB (3) [default: inferred].",
+    ),
+    click.option("--size", help="Resize images to HxW, e.g. 32x32 [default: keep]."),
+    click.option(
+        "--skip-bad", is_flag=True, help="Skip unreadable images and list them at the end."
+    ),
+]
+
+
+def _load_options(f):
+    for option in reversed(_LOAD_OPTIONS):
+        f = option(f)
+    return f
+
+
+def _load(src: str, split: str, channels, size, skip_bad, required=True):
+    from cnnlab.data import load_data
+
+    found = load_data(
+        src, split, int(channels) if channels else None, _parse_size(size), skip_bad, required
+    )
+    if found is not None and found.skipped:
+        click.echo(f"skipped {len(found.skipped)} unreadable file(s):", err=True)
+        for line in found.skipped:
+            click.echo(f"  {line}", err=True)
+    return found
+
+
+@data.command("info")
+@click.argument("src")
+@_load_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def data_info(src: str, channels, size, skip_bad, as_json: bool) -> None:
+    """Count, shape, classes with counts and pixel statistics of SRC."""
+    from cnnlab.data.info import describe, format_info
+
+    splits = {}
+    for split in ("train", "test"):
+        found = _load(src, split, channels, size, skip_bad, required=split == "train")
+        if found is not None:
+            splits[split] = describe(found)
+    if as_json:
+        _print_json(splits)
+    else:
+        click.echo(format_info(splits))
+
+
+@data.command("convert")
+@click.argument("src")
+@click.argument("out", type=click.Path())
+@click.option(
+    "--to", "fmt", type=click.Choice(["idx", "folder"]), required=True, help="Output format."
+)
+@_load_options
+def data_convert(src: str, out: str, fmt: str, channels, size, skip_bad) -> None:
+    """Write SRC as IDX files (images, labels, classes.txt) or as an image folder."""
+    from cnnlab.data import save_idx_set
+    from cnnlab.data.folders import save_folder
+
+    dataset = _load(src, "train", channels, size, skip_bad)
+    if fmt == "idx":
+        for path in save_idx_set(dataset, out):
+            click.echo(str(path))
+    else:
+        click.echo(str(save_folder(dataset, out)))
+
+
+def main() -> None:
+    cli(prog_name="cnnlab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
