@@ -174,9 +174,16 @@ def _model_options(f):
 
 
 def _build(ref: str, input_shape: str | None, classes: int | None, overrides=()):
+    from cnnlab.checkpoint import is_checkpoint, load_checkpoint
     from cnnlab.spec import apply_overrides, build, load_spec, retarget
 
-    spec, source = load_spec(ref)
+    if is_checkpoint(ref):
+        ckpt = load_checkpoint(ref)
+        spec, source = ckpt.model.spec, str(ckpt.path)
+        if not (input_shape or classes or overrides):
+            return ckpt.model
+    else:
+        spec, source = load_spec(ref)
     spec = retarget(spec, _parse_shape(input_shape), classes)
     return build(apply_overrides(spec, list(overrides), source), source)
 
@@ -251,6 +258,158 @@ def gradcheck_cmd(
         raise CnnlabError(
             f"gradient check failed: worst relative error {worst:.2e} > {tolerance:g}"
         )
+
+
+# ---------------------------------------------------------------- training
+@cli.command("train")
+@click.option(
+    "--model", default="mnistnet", help="Zoo name, spec file, or checkpoint to start from.", **SHOW
+)
+@click.option(
+    "--data",
+    default="mnist",
+    help="mnist, an image folder, an IDX pair or directory, or CIFAR-10 batches.",
+    **SHOW,
+)
+@click.option("--epochs", default=4, type=click.IntRange(1), **SHOW)
+@click.option("--batch-size", default=128, type=click.IntRange(1), **SHOW)
+@click.option(
+    "--optimizer",
+    default="nesterov",
+    type=click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw", "adadelta"]),
+    **SHOW,
+)
+@click.option(
+    "--lr",
+    default=None,
+    help="Learning rate, or 'auto' for LeCun's Hessian rule [default: per optimizer].",
+)
+@click.option("--momentum", default=0.9, type=float, **SHOW)
+@click.option(
+    "--schedule",
+    default="onecycle",
+    type=click.Choice(["constant", "step", "cosine", "onecycle"]),
+    **SHOW,
+)
+@click.option(
+    "--gamma", default=0.7, type=float, help="Decay per epoch for --schedule step.", **SHOW
+)
+@click.option("--weight-decay", default=5e-4, type=float, **SHOW)
+@click.option(
+    "--loss", default="cross-entropy", type=click.Choice(["cross-entropy", "squared"]), **SHOW
+)
+@click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True), **SHOW)
+@click.option(
+    "--augment",
+    default="translate=2",
+    help="Comma list: translate=S, flip, color=A, pca=S, elastic=A:G, or none.",
+    **SHOW,
+)
+@click.option(
+    "--val-split",
+    default=0.1,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Fraction held out for validation (stratified).",
+    **SHOW,
+)
+@click.option("--seed", default=0, type=int, **SHOW)
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda", "mps"]), **SHOW)
+@click.option("--threads", type=click.IntRange(1), help="CPU threads [default: all cores].")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run directory [default: runs/MODEL-TIME]."
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False),
+    help="Continue this run directory from its last epoch.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="YAML file of these options; flags override it.",
+)
+@_model_options
+@_load_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON at the end.")
+@click.pass_context
+def train_cmd(
+    ctx: click.Context, resume, config_file, input_shape, overrides, as_json, **opts
+) -> None:
+    """Train a model; leaves a run directory that every other command accepts."""
+    from click.core import ParameterSource
+
+    from cnnlab.train import TrainConfig, load_config
+    from cnnlab.train import resume as resume_run
+    from cnnlab.train import train
+
+    if resume:
+        explicit = ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE
+        result = resume_run(resume, opts["epochs"] if explicit else None)
+    else:
+        values = load_config(config_file) if config_file else {}
+        for name, value in {**opts, "input": input_shape, "set": list(overrides)}.items():
+            source = ctx.get_parameter_source(
+                "input_shape" if name == "input" else "overrides" if name == "set" else name
+            )
+            if name not in values or source == ParameterSource.COMMANDLINE:
+                values[name] = value
+        if values.get("channels") is not None:
+            values["channels"] = int(values["channels"])
+        result = train(TrainConfig(**values))
+    if as_json:
+        _print_json(result)
+
+
+@cli.command("eval")
+@click.argument("run")
+@click.option("--data", help="Dataset to evaluate on [default: the one the model was trained on].")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), help="Also save the confusion matrix as a PNG."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def eval_cmd(run: str, data: str | None, plot: str | None, as_json: bool) -> None:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a trained model."""
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.evaluate import eval_data, format_metrics, metrics, plot_confusion
+
+    ckpt = load_checkpoint(run)
+    dataset, split = eval_data(ckpt, data)
+    result = metrics(ckpt, dataset) | {"split": split, "checkpoint": str(ckpt.path)}
+    _print_json(result) if as_json else click.echo(format_metrics(result))
+    if plot:
+        click.echo(f"confusion matrix: {plot_confusion(result, plot)}", err=as_json)
+
+
+@cli.command("predict")
+@click.argument("run")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--top-k", default=3, type=click.IntRange(1), **SHOW)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def predict_cmd(run: str, files: tuple[str, ...], top_k: int, as_json: bool) -> None:
+    """Top-k classes with probabilities for image files (or folders of them)."""
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.evaluate import image_files, prepare_image
+    from cnnlab.evaluate import top_k as rank
+
+    ckpt = load_checkpoint(run)
+    results, failed = [], 0
+    for path in image_files(list(files)):
+        try:
+            results.append({"file": str(path), "top": rank(ckpt, prepare_image(ckpt, path), top_k)})
+        except CnnlabError as e:
+            failed += 1
+            results.append({"file": str(path), "error": str(e)})
+            click.echo(f"Error: {e}", err=True)
+    if as_json:
+        _print_json(results)
+    else:
+        for r in results:
+            if "top" in r:
+                guesses = "  ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
+                click.echo(f"{r['file']}: {guesses}")
+    if failed:
+        raise CnnlabError(f"{failed} of {len(results)} file(s) could not be read")
 
 
 def main() -> None:

@@ -1,0 +1,539 @@
+"""The training loop: data in memory as uint8, batches sliced by index, everything seeded per epoch.
+
+Each epoch e draws its shuffle, augmentation and dropout noise from seed + e, so a run that
+is stopped and resumed at an epoch boundary ends with the same weights as one that never
+stopped. Under torchrun every rank computes the same shuffle and takes its share of each
+global batch; DistributedDataParallel averages the gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from cnnlab import zoo
+from cnnlab.checkpoint import (
+    is_checkpoint,
+    load_checkpoint,
+    load_tensors,
+    read_json,
+    save_checkpoint,
+    save_json,
+    save_tensors,
+)
+from cnnlab.data import load_data
+from cnnlab.data.augment import parse as parse_augment
+from cnnlab.data.augment import pca_basis
+from cnnlab.data.dataset import ImageSet
+from cnnlab.errors import CnnlabError
+from cnnlab.infer import Normalise, fit_images, logits
+from cnnlab.optim import DEFAULT_LR, largest_hessian_eigenvalue, lr_factor, make_optimizer
+from cnnlab.spec import Net, apply_overrides, build, load_spec, retarget
+
+
+@dataclass
+class TrainConfig:
+    model: str = zoo.DEFAULT
+    data: str = "mnist"
+    epochs: int = 4
+    batch_size: int = 128
+    optimizer: str = "nesterov"
+    lr: float | str | None = None  # None: the optimizer's default; "auto": LeCun's Hessian rule
+    momentum: float = 0.9
+    schedule: str = "onecycle"
+    gamma: float = 0.7
+    weight_decay: float = 5e-4
+    loss: str = "cross-entropy"
+    label_smoothing: float = 0.0
+    augment: str = "translate=2"
+    val_split: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    input: str | None = None
+    classes: int | None = None
+    set: list[str] = field(default_factory=list)
+    channels: int | None = None
+    size: str | None = None
+    skip_bad: bool = False
+    eval_batch_size: int = 1000
+    threads: int | None = None
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """A YAML file of TrainConfig fields (dashes or underscores); unknown keys are errors."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise CnnlabError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from None
+    if not isinstance(raw, dict):
+        raise CnnlabError(f"{path}: a config is a mapping of option: value")
+    known = {f.name for f in fields(TrainConfig)}
+    out = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise CnnlabError(f"{path}: unknown key '{key}'; known: {', '.join(sorted(known))}")
+        out[name] = value
+    return out
+
+
+# ---------------------------------------------------------------- distributed
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_world(device: torch.device) -> World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CnnlabError("--device cuda: no CUDA device is available")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise CnnlabError("--device mps: no Apple GPU is available")
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- losses
+def squared_error(out: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """1/2 sum_k (t_k - softmax_k)^2 per example, averaged over the batch."""
+    k = out.shape[1]
+    t = F.one_hot(target, k).to(out.dtype) * (1 - smoothing) + smoothing / k
+    return 0.5 * ((t - out.softmax(1)) ** 2).sum(1).mean()
+
+
+def make_loss(name: str, smoothing: float):
+    if name == "cross-entropy":
+        return lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing)
+    if name == "squared":
+        return lambda out, y: squared_error(out, y, smoothing)
+    raise CnnlabError(f"unknown loss '{name}'; choose cross-entropy or squared")
+
+
+# ---------------------------------------------------------------- set-up
+def _parse_shape(text: str | None):
+    if not text:
+        return None
+    try:
+        return tuple(int(v) for v in str(text).replace("x", ",").split(","))
+    except ValueError:
+        raise CnnlabError(f"--input: expected C,H,W, got {text!r}") from None
+
+
+def build_model(cfg: TrainConfig, data: ImageSet) -> tuple[Net, dict | None]:
+    """The model named by cfg.model, fitted to the data's class count; weights if from a checkpoint."""
+    if is_checkpoint(cfg.model):
+        ckpt = load_checkpoint(cfg.model)
+        spec, source, state = ckpt.model.spec, str(ckpt.path), ckpt.model.state_dict()
+    else:
+        (spec, source), state = load_spec(cfg.model), None
+    spec = retarget(spec, _parse_shape(cfg.input), cfg.classes)
+    spec = apply_overrides(spec, list(cfg.set), source)
+    model = build(spec, source)
+    if model.spec["classes"] != len(data.classes):
+        raise CnnlabError(
+            f"{source}: the model has {model.spec['classes']} classes but {data.source} has "
+            f"{len(data.classes)} (rebuild it with --classes {len(data.classes)})"
+        )
+    if state is not None:
+        model.load_state_dict(state)
+    return model, state
+
+
+def _run_dir(cfg: TrainConfig) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{Path(str(cfg.model)).stem}-{stamp}"
+
+
+@dataclass
+class Prepared:
+    cfg: TrainConfig
+    model: Net
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet | None
+    norm: Normalise
+    device: torch.device
+    preprocess: str
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    load_opts = {"channels": cfg.channels, "size": _size(cfg.size), "skip_bad": cfg.skip_bad}
+    full = load_data(cfg.data, "train", **load_opts)
+    test = load_data(cfg.data, "test", required=False, **load_opts)
+    model, _ = build_model(cfg, full)
+    shape = tuple(model.input_shape)
+    full.images = fit_images(full.images, shape, full.source)
+    if test is not None:
+        test.images = fit_images(test.images, shape, test.source)
+    train, val = full.split(cfg.val_split, cfg.seed) if cfg.val_split > 0 else (full, None)
+    if val is not None and len(val) == 0:
+        train, val = full, None
+    mean, std = train.stats()
+    device = pick_device(cfg.device)
+    preprocess = "mnist-digit" if cfg.data == "mnist" else "resize"
+    return Prepared(cfg, model, train, val, test, Normalise(mean, std), device, preprocess)
+
+
+def _size(text):
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise CnnlabError(f"--size: expected HxW, got {text!r}") from None
+    return h, w
+
+
+# ---------------------------------------------------------------- the loop
+class Trainer:
+    def __init__(self, p: Prepared, world: World):
+        self.p, self.cfg, self.world = p, p.cfg, world
+        cfg = self.cfg
+        self.model = p.model.to(p.device)
+        self.net: nn.Module = self.model
+        if world.size > 1:
+            self.net = nn.parallel.DistributedDataParallel(self.model)
+        self.loss_fn = make_loss(cfg.loss, cfg.label_smoothing)
+        self.augment = parse_augment(cfg.augment)
+        if any(name == "pca" for name, _ in self.augment.ops):
+            self.augment.pca_basis = pca_basis(p.train.images)
+        self.images = p.train.images.to(p.device)
+        self.labels = p.train.labels.to(p.device)
+        if cfg.batch_size % world.size:
+            raise CnnlabError(
+                f"--batch-size {cfg.batch_size} must be a multiple of the {world.size} processes"
+            )
+        self.steps_per_epoch = max(1, len(self.images) // cfg.batch_size)  # drop the ragged tail
+        self.run = _run_dir(cfg)
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.best_val = -1.0
+        lr = self._base_lr()
+        params = [q for q in self.model.parameters() if q.requires_grad]
+        self.opt = make_optimizer(cfg.optimizer, params, lr, cfg.weight_decay, cfg.momentum)
+        factor = lr_factor(
+            cfg.schedule, self.steps_per_epoch * cfg.epochs, self.steps_per_epoch, cfg.gamma
+        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, factor)
+
+    # -- learning rate
+    def _base_lr(self) -> float:
+        cfg = self.cfg
+        if cfg.lr is None:
+            return DEFAULT_LR.get(cfg.optimizer, 0.01)
+        if cfg.lr == "auto":
+            return self._auto_lr()
+        try:
+            lr = float(cfg.lr)
+        except (TypeError, ValueError):
+            raise CnnlabError(f"--lr: expected a number or 'auto', got {cfg.lr!r}") from None
+        if not lr > 0:
+            raise CnnlabError(f"--lr must be positive, got {lr}")
+        return lr
+
+    def _auto_lr(self) -> float:
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        batches = []
+        for _ in range(4):
+            idx = torch.randint(0, len(self.images), (self.cfg.batch_size,), generator=gen)
+            batches.append((self.p.norm(self.images[idx]), self.labels[idx]))
+        lam = largest_hessian_eigenvalue(self.model, self.loss_fn, batches, seed=self.cfg.seed)
+        lr = 0.9 / lam
+        self.say(
+            f"--lr auto: largest Hessian eigenvalue {lam:.4g} over 4 batches -> learning rate 0.9/lambda = {lr:.4g}"
+        )
+        self.auto_lr = {"lambda_max": lam, "lr": lr}
+        return lr
+
+    def say(self, text: str) -> None:
+        if self.world.main:
+            print(text, flush=True)
+
+    # -- one epoch
+    def _batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[idx].float() / 255
+        if self.augment:
+            x = self.augment(x, gen)
+        return self.p.norm(x), self.labels[idx]
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg, world = self.cfg, self.world
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout and stochastic pooling noise
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(self.images), generator=gen)
+        self.net.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        start = time.perf_counter()
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=None if world.main else True, leave=False, file=sys.stderr)  # fmt: skip
+        for step in bar:
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size][
+                world.rank :: world.size
+            ]
+            x, y = self._batch(idx, gen)
+            out = self.net(x)
+            loss = self.loss_fn(out, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                self._diverged(epoch, step, value)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            total_loss += value * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+            if step % 20 == 0 or step == self.steps_per_epoch - 1:
+                rate = seen * world.size / (time.perf_counter() - start)
+                bar.set_postfix(
+                    loss=f"{total_loss / seen:.4f}",
+                    acc=f"{100 * correct / seen:.2f}%",
+                    img_s=f"{rate:.0f}",
+                )
+        totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
+        if world.size > 1:
+            dist.all_reduce(totals)
+        return {"train_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item(),
+                "time_s": time.perf_counter() - start, "images_per_s": totals[2].item() / (time.perf_counter() - start)}  # fmt: skip
+
+    def _diverged(self, epoch: int, step: int, value: float) -> None:
+        last = self.run / "checkpoints" / "last.json"
+        where = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was saved yet"
+        raise CnnlabError(
+            f"loss became {value} at epoch {epoch} step {step}; {where} (try a lower --lr)"
+        )
+
+    def evaluate(self, data: ImageSet) -> dict:
+        out = logits(self.model, data.images, self.p.norm, self.cfg.eval_batch_size)
+        y = data.labels
+        return {
+            "loss": F.cross_entropy(out, y).item(),
+            "acc": (out.argmax(1) == y).float().mean().item(),
+        }
+
+    # -- checkpoints
+    def meta(self, extra: dict | None = None) -> dict:
+        p = self.p
+        return {
+            "classes": p.train.classes,
+            "input_shape": list(self.model.input_shape),
+            "channels": self.model.input_shape[0],
+            "mean": p.norm.mean,
+            "std": p.norm.std,
+            "preprocess": p.preprocess,
+            "data": self.cfg.data,
+            "config": asdict(self.cfg),
+            "epoch": self.epoch,
+            "history": self.history,
+            **(extra or {}),
+        }
+
+    def save(self, name: str, extra: dict | None = None) -> Path:
+        return save_checkpoint(self.model, self.meta(extra), self.run / "checkpoints" / name)
+
+    def save_resume_state(self) -> None:
+        tensors, layout = _flatten_optimizer(self.opt.state_dict())
+        save_tensors(
+            tensors or {"_empty": torch.zeros(0)}, self.run / "checkpoints" / "resume.safetensors"
+        )
+        state = {"epoch": self.epoch, "step": self.sched.last_epoch, "best_val": self.best_val,
+                 "optimizer": layout, "history": self.history}  # fmt: skip
+        save_json(state, self.run / "checkpoints" / "resume.json")
+
+    def load_resume_state(self, run: Path) -> None:
+        state = read_json(run / "checkpoints" / "resume.json")
+        weights = load_tensors(
+            run / "checkpoints" / "last.safetensors",
+            read_json(run / "checkpoints" / "last.json")["weights_sha256"],
+        )
+        self.model.load_state_dict(weights)
+        tensors = load_tensors(run / "checkpoints" / "resume.safetensors")
+        self.opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+        self.sched.last_epoch = state["step"]
+        for group, lr in zip(self.opt.param_groups, self.sched.get_lr(), strict=True):
+            group["lr"] = lr
+        self.epoch, self.best_val, self.history = (
+            state["epoch"],
+            state["best_val"],
+            state["history"],
+        )
+
+    def log(self, row: dict) -> None:
+        with open(self.run / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        path = self.run / "metrics.csv"
+        new = not path.exists()
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # -- the whole run
+    def fit(self) -> dict:
+        cfg, p = self.cfg, self.p
+        if self.world.main:
+            (self.run / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (self.run / "config.yaml").write_text(
+                yaml.safe_dump(asdict(cfg), sort_keys=False), encoding="utf-8"
+            )
+        n_val = len(p.val) if p.val is not None else 0
+        self.say(f"training {self.model.spec['name']} ({sum(q.numel() for q in self.model.parameters()):,} parameters) "
+                 f"on {len(p.train)} images of {'x'.join(map(str, p.train.shape))}, validating on {n_val}; "
+                 f"{cfg.epochs} epochs of {self.steps_per_epoch} batches of {cfg.batch_size} on {p.device}"
+                 f"{f' x {self.world.size} processes' if self.world.size > 1 else ''}; run: {self.run}")  # fmt: skip
+        while self.epoch < cfg.epochs:
+            try:
+                row = self.train_epoch(self.epoch + 1)
+            except KeyboardInterrupt:
+                self._interrupted()
+                raise
+            self.epoch += 1
+            row = {"epoch": self.epoch, **row, "lr": self.opt.param_groups[0]["lr"]}
+            if p.val is not None:
+                v = self.evaluate(p.val)
+                row |= {"val_loss": v["loss"], "val_acc": v["acc"]}
+            self.history.append(row)
+            if self.world.main:
+                self.log(row)
+                self.save("last")
+                if p.val is not None and row["val_acc"] > self.best_val:
+                    self.best_val = row["val_acc"]
+                    self.save("best")
+                self.save_resume_state()
+            val = (
+                f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
+                if "val_acc" in row
+                else ""
+            )
+            self.say(f"epoch {self.epoch:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
+                     f"{100 * row['train_acc']:.2f}%{val}  lr {row['lr']:.3g}  {row['time_s']:.1f}s "
+                     f"({row['images_per_s']:.0f} img/s)")  # fmt: skip
+        result = {"run": str(self.run), "epochs": self.epoch, "history": self.history}
+        if p.test is not None:
+            t = self.evaluate(p.test)
+            result |= {"test_acc": t["acc"], "test_loss": t["loss"], "test_count": len(p.test)}
+            if self.world.main:
+                self.save("last", {"test_acc": t["acc"]})
+            self.say(
+                f"test accuracy {100 * t['acc']:.2f}% on {len(p.test)} images ({p.test.source})"
+            )
+        return result
+
+    def _interrupted(self) -> None:
+        if not self.world.main:
+            return
+        path = self.save("interrupted")
+        print(f"\ninterrupted: weights saved to {path.with_suffix('.safetensors')}; "
+              f"continue with: cnnlab train --resume {self.run} (from epoch {self.epoch + 1})", file=sys.stderr)  # fmt: skip
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state -> (tensors for safetensors, JSON layout of everything else)."""
+    tensors, layout = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, entries in state["state"].items():
+        layout["state"][str(pid)] = {}
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+                layout["state"][str(pid)][key] = {"tensor": f"{pid}.{key}"}
+            else:
+                layout["state"][str(pid)][key] = {"value": value}
+    return tensors, layout
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict) -> dict:
+    state = {
+        int(pid): {
+            k: tensors[v["tensor"]] if "tensor" in v else v["value"] for k, v in entries.items()
+        }
+        for pid, entries in layout["state"].items()
+    }
+    return {"state": state, "param_groups": layout["param_groups"]}
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train a model as configured; returns the run's results (history, test accuracy)."""
+    return _run(cfg, None)
+
+
+def resume(run: str | os.PathLike, epochs: int | None = None) -> dict:
+    """Continue the run in RUN from its last epoch, with its saved config (optionally more epochs)."""
+    run = Path(run)
+    if not (run / "checkpoints" / "resume.json").is_file():
+        raise CnnlabError(f"{run}: nothing to resume (no checkpoints/resume.json)")
+    saved = load_config(run / "config.yaml")
+    cfg = TrainConfig(**{**saved, "out": str(run), **({"epochs": epochs} if epochs else {})})
+    return _run(cfg, run)
+
+
+def _run(cfg: TrainConfig, resume_from: Path | None) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
+    prepared = prepare(cfg)
+    world = init_world(prepared.device)
+    trainer = Trainer(prepared, world)
+    if resume_from is not None:
+        trainer.load_resume_state(resume_from)
+        trainer.say(f"resuming {resume_from} after epoch {trainer.epoch}")
+    with _sigterm_as_interrupt():
+        try:
+            return trainer.fit()
+        finally:
+            if world.size > 1 and dist.is_initialized():
+                dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Let SIGTERM save a checkpoint the way Ctrl-C does (main thread only)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
