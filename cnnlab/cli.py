@@ -316,6 +316,12 @@ def gradcheck_cmd(
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda", "mps"]), **SHOW)
 @click.option("--threads", type=click.IntRange(1), help="CPU threads [default: all cores].")
 @click.option(
+    "--channels-last/--no-channels-last",
+    default=True,
+    help="NHWC memory layout for 2-D models.",
+    **SHOW,
+)
+@click.option(
     "--out", type=click.Path(file_okay=False), help="Run directory [default: runs/MODEL-TIME]."
 )
 @click.option(
@@ -339,9 +345,8 @@ def train_cmd(
     """Train a model; leaves a run directory that every other command accepts."""
     from click.core import ParameterSource
 
-    from cnnlab.train import TrainConfig, load_config
+    from cnnlab.train import TrainConfig, load_config, train
     from cnnlab.train import resume as resume_run
-    from cnnlab.train import train
 
     if resume:
         explicit = ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE

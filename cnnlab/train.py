@@ -72,6 +72,7 @@ class TrainConfig:
     size: str | None = None
     skip_bad: bool = False
     eval_batch_size: int = 1000
+    channels_last: bool = True
     threads: int | None = None
 
 
@@ -230,6 +231,9 @@ class Trainer:
         self.p, self.cfg, self.world = p, p.cfg, world
         cfg = self.cfg
         self.model = p.model.to(p.device)
+        self.channels_last = cfg.channels_last and len(self.model.input_shape) == 3
+        if self.channels_last:  # NHWC suits oneDNN's convolution and pooling kernels on CPU
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.net: nn.Module = self.model
         if world.size > 1:
             self.net = nn.parallel.DistributedDataParallel(self.model)
@@ -294,7 +298,10 @@ class Trainer:
         x = self.images[idx].float() / 255
         if self.augment:
             x = self.augment(x, gen)
-        return self.p.norm(x), self.labels[idx]
+        x = self.p.norm(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.labels[idx]
 
     def train_epoch(self, epoch: int) -> dict:
         cfg, world = self.cfg, self.world

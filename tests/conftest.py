@@ -22,3 +22,52 @@ def mnist_root() -> Path:
     from cnnlab.data.mnist import fetch_mnist
 
     return fetch_mnist(quiet=True)
+
+
+def make_tiny_idx(
+    root: Path, n_train: int = 600, n_test: int = 200, size: int = 12, seed: int = 0
+) -> Path:
+    """A learnable 4-class task on disk in MNIST's IDX layout: a bright square in one quadrant."""
+    import numpy as np
+
+    from cnnlab.data.idx import write_idx
+
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        labels = rng.integers(0, 4, n)
+        images = rng.integers(0, 40, size=(n, size, size)).astype(np.uint8)
+        half = size // 2
+        for i, c in enumerate(labels):
+            top, left = (c // 2) * half + 1, (c % 2) * half + 1
+            images[i, top : top + half - 2, left : left + half - 2] = rng.integers(150, 256)
+        return images, labels.astype(np.uint8)
+
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x, y = make(n)
+        write_idx(root / f"{prefix}-images-idx3-ubyte", x)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", y)
+    return root
+
+
+TINY_SPEC = """\
+name: tiny
+input: [1, 12, 12]
+classes: 4
+layers:
+  - {type: conv, filters: 4, kernel: 3}
+  - {type: relu}
+  - {type: pool, size: 2}
+  - {type: dense, units: 16}
+  - {type: relu}
+  - {type: dense}
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path) -> tuple[Path, Path]:
+    """(data directory, spec file) for fast training tests."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    return make_tiny_idx(tmp_path / "data"), spec

@@ -1,0 +1,89 @@
+"""eval and predict on a model trained in the test, through the real command line."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.checkpoint import load_checkpoint
+from cnnlab.evaluate import confusion
+from cnnlab.train import TrainConfig, train
+
+
+def cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture
+def run(tiny, tmp_path):
+    data, spec = tiny
+    train(TrainConfig(model=str(spec), data=str(data), epochs=3, batch_size=32, optimizer="adam", lr=0.01,
+                      augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    return tmp_path / "run"
+
+
+def test_confusion_counts():
+    cm = confusion(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_eval_reports_accuracy_per_class_and_plot(run, tmp_path):
+    out = cli("eval", str(run), "--json", "--plot", str(tmp_path / "cm.png"))
+    assert out.returncode == 0, out.stderr
+    m = json.loads(out.stdout)
+    assert m["count"] == 200 and m["split"] == "test" and m["accuracy"] > 0.9
+    assert np.array(m["confusion"]).sum() == 200 and len(m["per_class"]) == 4
+    assert m["errors"] == round((1 - m["accuracy"]) * 200)
+    assert Image.open(tmp_path / "cm.png").size[0] > 300
+    text = cli("eval", str(run)).stdout
+    assert "precision" in text and "confusion (rows: true, columns: predicted)" in text
+
+
+def test_predict_files_and_folders(run, tmp_path):
+    ckpt = load_checkpoint(run)
+    img = np.zeros((12, 12), np.uint8)
+    img[7:11, 7:11] = 220  # bottom-right square: class 3
+    Image.fromarray(img).save(tmp_path / "three.png")
+    out = cli("predict", str(run), str(tmp_path / "three.png"), "--top-k", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)[0]
+    assert result["top"][0]["class"] == "3" and len(result["top"]) == 2
+    assert sum(t["probability"] for t in result["top"]) <= 1 + 1e-6
+    assert ckpt.meta["preprocess"] == "resize"
+
+
+def test_bad_inputs_are_one_line_errors(run, tmp_path):
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    out = cli("predict", str(run), str(tmp_path / "junk.png"))
+    assert (
+        out.returncode == 1
+        and "junk.png: not an image" in out.stderr
+        and "Traceback" not in out.stderr
+    )
+    weights = run / "checkpoints" / "best.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    out = cli("eval", str(run))
+    assert out.returncode == 1 and "do not match the checksum" in out.stderr
+    (run / "checkpoints" / "best.json").write_text("{broken")
+    out = cli("eval", str(run))
+    assert out.returncode == 1 and "corrupt checkpoint metadata" in out.stderr
+    out = cli("train", "--data", str(tmp_path / "missing"))
+    assert out.returncode == 1 and "missing: no such file or directory" in out.stderr
+    out = cli(
+        "train",
+        "--model",
+        "resnet20",
+        "--data",
+        str(run.parent / "data"),
+        "--classes",
+        "4",
+        "--epochs",
+        "1",
+    )
+    assert out.returncode == 1 and "images have 1 channel(s) but the model takes 3" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -1,0 +1,146 @@
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnlab.errors import CnnlabError
+from cnnlab.train import TrainConfig, load_config, squared_error, train
+from tests.conftest import TINY_SPEC, make_tiny_idx
+
+
+def _cfg(tiny, tmp_path, **kw):
+    data, spec = tiny
+    base = {"model": str(spec), "data": str(data), "epochs": 2, "batch_size": 32, "optimizer": "adam",
+            "lr": 0.01, "augment": "none", "out": str(tmp_path / "run"), "val_split": 0.2}  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def test_trains_and_leaves_a_complete_run_directory(tiny, tmp_path):
+    result = train(_cfg(tiny, tmp_path, epochs=3))
+    run = tmp_path / "run"
+    assert result["test_acc"] > 0.9, result
+    assert {p.name for p in (run / "checkpoints").iterdir()} >= {
+        "last.json",
+        "last.safetensors",
+        "best.json",
+        "best.safetensors",
+    }
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss")
+    meta = json.loads((run / "checkpoints" / "last.json").read_text())
+    assert meta["classes"] == ["0", "1", "2", "3"] and meta["input_shape"] == [1, 12, 12]
+    assert (
+        meta["config"]["epochs"] == 3
+        and len(meta["history"]) == 3
+        and meta["spec"]["name"] == "tiny"
+    )
+    assert 0 < meta["mean"][0] < 1
+
+
+def test_same_seed_same_metrics_and_weights(tiny, tmp_path):
+    a = train(_cfg(tiny, tmp_path, out=str(tmp_path / "a"), augment="translate=1", seed=3))
+    b = train(_cfg(tiny, tmp_path, out=str(tmp_path / "b"), augment="translate=1", seed=3))
+
+    def strip(h):
+        return [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in h]
+
+    assert strip(a["history"]) == strip(b["history"])
+    wa, wb = (
+        load_file(tmp_path / "a/checkpoints/last.safetensors"),
+        load_file(tmp_path / "b/checkpoints/last.safetensors"),
+    )
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = train(_cfg(tiny, tmp_path, out=str(tmp_path / "c"), augment="translate=1", seed=4))
+    assert strip(c["history"]) != strip(a["history"])
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL a real training process mid-run, resume it, and compare with an unbroken run."""
+    data = make_tiny_idx(tmp_path / "data", n_train=8000, n_test=200)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    args = ["--model", str(spec), "--data", str(data), "--epochs", "4", "--batch-size", "16",
+            "--optimizer", "nesterov", "--lr", "0.02", "--augment", "translate=1", "--threads", "1"]  # fmt: skip
+    cli = [sys.executable, "-m", "cnnlab", "train"]
+    subprocess.run(
+        [*cli, *args, "--out", str(tmp_path / "full")], check=True, capture_output=True, timeout=600
+    )
+
+    part = tmp_path / "part"
+    proc = subprocess.Popen(
+        [*cli, *args, "--out", str(part)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    metrics = part / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    epochs_done = len(metrics.read_text().splitlines())
+    assert 1 <= epochs_done < 4, "the kill came too late to interrupt the run"
+
+    out = subprocess.run([*cli, "--resume", str(part)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert f"resuming {part} after epoch" in out.stdout
+    full_w = load_file(tmp_path / "full/checkpoints/last.safetensors")
+    part_w = load_file(part / "checkpoints/last.safetensors")
+    assert all(torch.equal(full_w[k], part_w[k]) for k in full_w)
+
+
+def test_nan_loss_stops_with_epoch_step_and_checkpoint(tiny, tmp_path):
+    with pytest.raises(
+        CnnlabError, match=r"loss became (nan|inf) at epoch \d+ step \d+; .*try a lower --lr"
+    ):
+        train(_cfg(tiny, tmp_path, optimizer="sgd", lr=1e9, schedule="constant", epochs=3))
+
+
+def test_lr_auto_uses_the_largest_hessian_eigenvalue(tiny, tmp_path, capsys):
+    train(_cfg(tiny, tmp_path, optimizer="sgd", lr="auto", epochs=1))
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "largest Hessian eigenvalue" in line)
+    lam, lr = float(line.split("eigenvalue ")[1].split()[0]), float(line.rsplit("= ", 1)[1])
+    assert lam > 0 and lr == pytest.approx(0.9 / lam, rel=1e-3)
+
+
+def test_squared_error_matches_its_formula():
+    out = torch.randn(5, 3, dtype=torch.float64)
+    y = torch.tensor([0, 2, 1, 1, 0])
+    p = np.exp(out.numpy()) / np.exp(out.numpy()).sum(1, keepdims=True)
+    t = np.eye(3)[y.numpy()]
+    assert squared_error(out, y).item() == pytest.approx(0.5 * ((t - p) ** 2).sum(1).mean())
+
+
+def test_model_that_does_not_fit_the_data_is_a_clear_error(tiny, tmp_path):
+    with pytest.raises(
+        CnnlabError, match=r"the model has 10 classes but .* has 4 \(rebuild it with --classes 4\)"
+    ):
+        train(_cfg(tiny, tmp_path, model="mnist-1conv"))
+    with pytest.raises(CnnlabError, match=r"images have 1 channel\(s\) but the model takes 3"):
+        train(_cfg(tiny, tmp_path, model="resnet20", classes=4))
+
+
+def test_config_file_keys_are_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 2\nbatch-size: 64\n")
+    assert load_config(path) == {"epochs": 2, "batch_size": 64}
+    path.write_text("epochs: 2\nbatchsize: 64\n")
+    with pytest.raises(CnnlabError, match="unknown key 'batchsize'"):
+        load_config(path)
+
+
+@pytest.mark.slow
+def test_real_mnist_reaches_98_percent(mnist_root, tmp_path):
+    result = train(TrainConfig(model="lenet5", epochs=1, batch_size=64, optimizer="adam", lr=2e-3,
+                               schedule="onecycle", augment="none", val_split=0.0, out=str(tmp_path / "run")))  # fmt: skip
+    assert result["test_acc"] >= 0.98 and result["test_count"] == 10000
+    assert math.isfinite(result["test_loss"])
