@@ -417,6 +417,33 @@ def predict_cmd(run: str, files: tuple[str, ...], top_k: int, as_json: bool) -> 
         raise CnnlabError(f"{failed} of {len(results)} file(s) could not be read")
 
 
+# ---------------------------------------------------------------- shipping
+@cli.command("export")
+@click.argument("run")
+@click.option("--format", "fmt", default="onnx", type=click.Choice(["onnx", "torchscript"]), **SHOW)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Output file [default: RUN/model.onnx or model.pt].",
+)
+@click.option("--opset", default=17, type=click.IntRange(9), help="ONNX opset version.", **SHOW)
+def export_cmd(run: str, fmt: str, out: str | None, opset: int) -> None:
+    """Export a trained model, then check the export against PyTorch on random inputs."""
+    from pathlib import Path
+
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.export import export_onnx, export_torchscript
+
+    ckpt = load_checkpoint(run)
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    base = Path(run) if Path(run).is_dir() else ckpt.path.parent
+    target = Path(out) if out else base / f"model{suffix}"
+    path, diff = (
+        export_onnx(ckpt, target, opset) if fmt == "onnx" else export_torchscript(ckpt, target)
+    )
+    click.echo(f"{path}  (max |difference| from PyTorch on 5 random inputs: {diff:.2e})")
+
+
 def main() -> None:
     cli(prog_name="cnnlab")
 

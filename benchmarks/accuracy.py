@@ -1,0 +1,144 @@
+"""Test accuracy on the full MNIST test set for the seeds' networks and cnnlab's recipes.
+
+    python benchmarks/accuracy.py            # every row (about 20 minutes on 2 cores)
+    python benchmarks/accuracy.py --quick    # fewer epochs, a smoke test of the table
+    python benchmarks/accuracy.py --only lenet5
+
+Prints a table of model, settings, test accuracy, target, wall time; writes the same rows
+with provenance (versions, CPU, threads, git commit) to benchmarks/results/accuracy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cnnlab.train import TrainConfig, train
+
+ADAM = {"optimizer": "adam", "lr": 2e-3, "schedule": "onecycle", "weight_decay": 0.0}
+ROWS = [
+    # (label, model, settings, epochs, quick epochs, target accuracy or None)
+    ("mnist-1conv max (seed 000)", "mnist-1conv", {**ADAM, "augment": "none"}, 12, 2, 0.983),
+    (
+        "mnist-1conv stochastic",
+        "mnist-1conv",
+        {**ADAM, "augment": "none", "set": ["pool1.mode=stochastic"]},
+        12,
+        2,
+        0.983,
+    ),
+    (
+        "mnist-1conv mean",
+        "mnist-1conv",
+        {**ADAM, "augment": "none", "set": ["pool1.mode=mean"]},
+        12,
+        2,
+        None,
+    ),
+    ("mnist-fakecnn (frozen Gabor)", "mnist-fakecnn", {**ADAM, "augment": "none"}, 12, 2, None),
+    (
+        "lenet5 adam (seed 003)",
+        "lenet5",
+        {**ADAM, "augment": "none", "batch_size": 128},
+        10,
+        2,
+        0.990,
+    ),
+    (
+        "lenet5 sgd lr=0.05",
+        "lenet5",
+        {"optimizer": "sgd", "lr": 0.05, "schedule": "constant", "augment": "none"},
+        5,
+        1,
+        None,
+    ),
+    (
+        "lenet5 sgd lr=auto",
+        "lenet5",
+        {"optimizer": "sgd", "lr": "auto", "schedule": "constant", "augment": "none"},
+        5,
+        1,
+        None,
+    ),
+    ("mnistnet default", "mnistnet", {}, None, 1, 0.995),
+    (
+        "mnistnet best recipe",
+        "mnistnet",
+        {"augment": "translate=2,elastic=20:4", "label_smoothing": 0.1},
+        20,
+        1,
+        0.9965,
+    ),
+]
+
+
+def provenance() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "bf16": False,
+        "commit": commit,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="few epochs: checks the script, not the claims"
+    )
+    parser.add_argument("--only", help="run the rows whose label contains this text")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    info = provenance()
+    print(
+        f"torch {info['torch']}, {info['threads']} threads, {info['cpu']}, bf16 off, commit {info['commit']}"
+    )
+    results = []
+    for label, model, settings, epochs, quick_epochs, target in ROWS:
+        if args.only and args.only not in label:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = TrainConfig(model=model, seed=args.seed, out=tmp, **settings)
+            cfg.epochs = quick_epochs if args.quick else (epochs or cfg.epochs)
+            start = time.perf_counter()
+            result = train(cfg)
+            wall = time.perf_counter() - start
+        row = {"label": label, "model": model, "epochs": cfg.epochs, "settings": settings,
+               "test_acc": result["test_acc"], "target": target, "wall_s": wall}  # fmt: skip
+        results.append(row)
+        print(f"--> {label}: {100 * result['test_acc']:.2f}% in {wall:.0f}s", flush=True)
+    print()
+    print(f"{'model / settings':<32} {'epochs':>6} {'test acc':>9} {'target':>8} {'wall':>7}")
+    for r in results:
+        target = f">={100 * r['target']:.2f}" if r["target"] else ""
+        mark = "" if not r["target"] else ("  ok" if r["test_acc"] >= r["target"] else "  BELOW")
+        print(
+            f"{r['label']:<32} {r['epochs']:>6} {100 * r['test_acc']:>8.2f}% {target:>8} {r['wall_s']:>6.0f}s{mark}"
+        )
+    out = (
+        Path(__file__).parent
+        / "results"
+        / ("accuracy-quick.json" if args.quick else "accuracy.json")
+    )
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"provenance": info, "rows": results}, indent=1))
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from cnnlab import zoo
+from cnnlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cnnlab.export import export_onnx, export_torchscript
+from cnnlab.spec import apply_overrides, build, load_spec, retarget
+
+# Shrink only the huge dense layers: the test is about the operators, not the bytes.
+SHRINK = {
+    "alexnet": ["dense1.units=64", "dense2.units=64"], "zfnet": ["dense1.units=64", "dense2.units=64"],
+    "vgg11": ["dense1.units=64", "dense2.units=64"], "vgg16": ["dense1.units=64", "dense2.units=64"],
+}  # fmt: skip
+SIZE = {"nin": 96}
+
+
+def _checkpoint(name, tmp_path) -> Checkpoint:
+    spec, _ = load_spec(name)
+    c, h, _ = spec["input"]
+    size = min(h, SIZE.get(name, 64))
+    model = build(apply_overrides(retarget(spec, (c, size, size), 10), SHRINK.get(name, [])))
+    meta = {
+        "classes": [f"c{i}" for i in range(10)],
+        "input_shape": [c, size, size],
+        "mean": [0.5] * c,
+        "std": [0.25] * c,
+    }
+    path = save_checkpoint(model, meta, tmp_path / "ckpt")
+    return load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_zoo_model_exports_to_onnx_within_tolerance(name, tmp_path):
+    ckpt = _checkpoint(name, tmp_path)
+    path, diff = export_onnx(ckpt, tmp_path / "m.onnx")
+    assert diff <= 1e-4
+    proto = onnx.load(str(path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert (
+        json.loads(meta["cnnlab.classes"])[3] == "c3" and json.loads(meta["cnnlab.std"])[0] == 0.25
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):  # dynamic batch dimension
+        x = (
+            np.random.default_rng(0)
+            .standard_normal((batch, *ckpt.meta["input_shape"]))
+            .astype(np.float32)
+        )
+        assert session.run(None, {"input": x})[0].shape == (batch, 10)
+
+
+def test_stochastic_pooling_exports_its_evaluation_rule(tmp_path):
+    spec = apply_overrides(load_spec("mnist-1conv")[0], ["pool1.mode=stochastic"])
+    model = build(spec)
+    path = save_checkpoint(
+        model, {"classes": list("0123456789"), "input_shape": [1, 28, 28]}, tmp_path / "s"
+    )
+    ckpt = load_checkpoint(path)
+    out, diff = export_onnx(ckpt, tmp_path / "s.onnx")
+    x = torch.rand(4, 1, 28, 28)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = ckpt.model.eval()(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-4)
+
+
+def test_torchscript_and_cli(tmp_path):
+    ckpt = _checkpoint("lenet5", tmp_path)
+    path, diff = export_torchscript(ckpt, tmp_path / "m.pt")
+    assert diff <= 1e-4 and torch.jit.load(str(path))(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    out = subprocess.run([sys.executable, "-m", "cnnlab", "export", str(ckpt.path), "--format", "onnx",
+                          "--out", str(tmp_path / "cli.onnx")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.split()[0]).is_file() and "max |difference|" in out.stdout
