@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 
 SHOW = {"show_default": True}
@@ -261,21 +262,24 @@ def gradcheck_cmd(
 
 
 # ---------------------------------------------------------------- training
+D = TrainConfig()  # the one place training defaults live
+
+
 @cli.command("train")
 @click.option(
-    "--model", default="mnistnet", help="Zoo name, spec file, or checkpoint to start from.", **SHOW
+    "--model", default=D.model, help="Zoo name, spec file, or checkpoint to start from.", **SHOW
 )
 @click.option(
     "--data",
-    default="mnist",
+    default=D.data,
     help="mnist, an image folder, an IDX pair or directory, or CIFAR-10 batches.",
     **SHOW,
 )
-@click.option("--epochs", default=4, type=click.IntRange(1), **SHOW)
-@click.option("--batch-size", default=128, type=click.IntRange(1), **SHOW)
+@click.option("--epochs", default=D.epochs, type=click.IntRange(1), **SHOW)
+@click.option("--batch-size", default=D.batch_size, type=click.IntRange(1), **SHOW)
 @click.option(
     "--optimizer",
-    default="nesterov",
+    default=D.optimizer,
     type=click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw", "adadelta"]),
     **SHOW,
 )
@@ -284,40 +288,45 @@ def gradcheck_cmd(
     default=None,
     help="Learning rate, or 'auto' for LeCun's Hessian rule [default: per optimizer].",
 )
-@click.option("--momentum", default=0.9, type=float, **SHOW)
+@click.option("--momentum", default=D.momentum, type=float, **SHOW)
 @click.option(
     "--schedule",
-    default="onecycle",
+    default=D.schedule,
     type=click.Choice(["constant", "step", "cosine", "onecycle"]),
     **SHOW,
 )
 @click.option(
-    "--gamma", default=0.7, type=float, help="Decay per epoch for --schedule step.", **SHOW
+    "--gamma", default=D.gamma, type=float, help="Decay per epoch for --schedule step.", **SHOW
 )
-@click.option("--weight-decay", default=5e-4, type=float, **SHOW)
+@click.option("--weight-decay", default=D.weight_decay, type=float, **SHOW)
+@click.option("--loss", default=D.loss, type=click.Choice(["cross-entropy", "squared"]), **SHOW)
 @click.option(
-    "--loss", default="cross-entropy", type=click.Choice(["cross-entropy", "squared"]), **SHOW
+    "--label-smoothing",
+    default=D.label_smoothing,
+    type=click.FloatRange(0, 1, max_open=True),
+    **SHOW,
 )
-@click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True), **SHOW)
 @click.option(
     "--augment",
-    default="translate=2",
+    default=D.augment,
     help="Comma list: translate=S, flip, color=A, pca=S, elastic=A:G, or none.",
     **SHOW,
 )
 @click.option(
     "--val-split",
-    default=0.1,
+    default=D.val_split,
     type=click.FloatRange(0, 1, max_open=True),
     help="Fraction held out for validation (stratified).",
     **SHOW,
 )
-@click.option("--seed", default=0, type=int, **SHOW)
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda", "mps"]), **SHOW)
+@click.option("--seed", default=D.seed, type=int, **SHOW)
+@click.option(
+    "--device", default=D.device, type=click.Choice(["auto", "cpu", "cuda", "mps"]), **SHOW
+)
 @click.option("--threads", type=click.IntRange(1), help="CPU threads [default: all cores].")
 @click.option(
     "--channels-last/--no-channels-last",
-    default=True,
+    default=D.channels_last,
     help="NHWC memory layout for 2-D models.",
     **SHOW,
 )
@@ -345,8 +354,9 @@ def train_cmd(
     """Train a model; leaves a run directory that every other command accepts."""
     from click.core import ParameterSource
 
-    from cnnlab.train import TrainConfig, load_config, train
+    from cnnlab.config import load_config
     from cnnlab.train import resume as resume_run
+    from cnnlab.train import train
 
     if resume:
         explicit = ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE
@@ -442,6 +452,41 @@ def export_cmd(run: str, fmt: str, out: str | None, opset: int) -> None:
         export_onnx(ckpt, target, opset) if fmt == "onnx" else export_torchscript(ckpt, target)
     )
     click.echo(f"{path}  (max |difference| from PyTorch on 5 random inputs: {diff:.2e})")
+
+
+@cli.command("serve")
+@click.argument("run")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    help="Address to bind; 0.0.0.0 exposes the model to your network.",
+    **SHOW,
+)
+@click.option("--port", default=8000, type=click.IntRange(0, 65535), **SHOW)
+@click.option(
+    "--max-body",
+    default=2 * 1024 * 1024,
+    type=click.IntRange(1024),
+    help="Largest request body in bytes.",
+    **SHOW,
+)
+@click.option(
+    "--max-pixels",
+    default=16_000_000,
+    type=click.IntRange(1),
+    help="Largest image, in pixels.",
+    **SHOW,
+)
+def serve_cmd(run: str, host: str, port: int, max_body: int, max_pixels: int) -> None:
+    """A web page and JSON API for a trained model (uvicorn)."""
+    import uvicorn
+
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.serve.app import create_app
+
+    app = create_app(load_checkpoint(run), max_body, max_pixels)
+    click.echo(f"serving {run} on http://{host}:{port}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

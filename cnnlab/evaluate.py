@@ -11,7 +11,7 @@ import torch
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data import load_data
 from cnnlab.data.dataset import ImageSet
-from cnnlab.data.images import EXTENSIONS, open_image
+from cnnlab.data.images import EXTENSIONS, MAX_PIXELS, open_image
 from cnnlab.data.prepare import for_model
 from cnnlab.errors import CnnlabError
 from cnnlab.infer import Normalise, fit_images, logits
@@ -131,9 +131,11 @@ def image_files(targets: list[str]) -> list[Path]:
     return files
 
 
-def prepare_image(ckpt: Checkpoint, source, name: str | None = None) -> np.ndarray:
+def prepare_image(
+    ckpt: Checkpoint, source, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """An image file or bytes -> uint8 (C, H, W) as the model expects it."""
-    img = open_image(source, name)
+    img = open_image(source, name, max_pixels)
     return for_model(img, ckpt.meta.get("preprocess", "resize"), tuple(ckpt.meta["input_shape"]))
 
 

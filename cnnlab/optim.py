@@ -11,7 +11,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 
 DEFAULT_LR = {
-    "sgd": 0.05, "momentum": 0.05, "nesterov": 0.05,
+    "sgd": 0.05, "momentum": 0.1, "nesterov": 0.1,
     "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0,
 }  # fmt: skip
 SCHEDULES = ("constant", "step", "cosine", "onecycle")

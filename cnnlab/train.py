@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +26,6 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab import zoo
 from cnnlab.checkpoint import (
     is_checkpoint,
     load_checkpoint,
@@ -36,6 +35,7 @@ from cnnlab.checkpoint import (
     save_json,
     save_tensors,
 )
+from cnnlab.config import TrainConfig, load_config
 from cnnlab.data import load_data
 from cnnlab.data.augment import parse as parse_augment
 from cnnlab.data.augment import pca_basis
@@ -44,54 +44,6 @@ from cnnlab.errors import CnnlabError
 from cnnlab.infer import Normalise, fit_images, logits
 from cnnlab.optim import DEFAULT_LR, largest_hessian_eigenvalue, lr_factor, make_optimizer
 from cnnlab.spec import Net, apply_overrides, build, load_spec, retarget
-
-
-@dataclass
-class TrainConfig:
-    model: str = zoo.DEFAULT
-    data: str = "mnist"
-    epochs: int = 4
-    batch_size: int = 128
-    optimizer: str = "nesterov"
-    lr: float | str | None = None  # None: the optimizer's default; "auto": LeCun's Hessian rule
-    momentum: float = 0.9
-    schedule: str = "onecycle"
-    gamma: float = 0.7
-    weight_decay: float = 5e-4
-    loss: str = "cross-entropy"
-    label_smoothing: float = 0.0
-    augment: str = "translate=2"
-    val_split: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    out: str | None = None
-    input: str | None = None
-    classes: int | None = None
-    set: list[str] = field(default_factory=list)
-    channels: int | None = None
-    size: str | None = None
-    skip_bad: bool = False
-    eval_batch_size: int = 1000
-    channels_last: bool = True
-    threads: int | None = None
-
-
-def load_config(path: str | os.PathLike) -> dict:
-    """A YAML file of TrainConfig fields (dashes or underscores); unknown keys are errors."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise CnnlabError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from None
-    if not isinstance(raw, dict):
-        raise CnnlabError(f"{path}: a config is a mapping of option: value")
-    known = {f.name for f in fields(TrainConfig)}
-    out = {}
-    for key, value in raw.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            raise CnnlabError(f"{path}: unknown key '{key}'; known: {', '.join(sorted(known))}")
-        out[name] = value
-    return out
 
 
 # ---------------------------------------------------------------- distributed

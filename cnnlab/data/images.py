@@ -17,6 +17,10 @@ MAX_PIXELS = 40_000_000  # about 6300x6300: far above any photo a CNN needs, far
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;gray"}
 
 
+class PixelCapError(CnnlabError):
+    """An image with more pixels than the cap allows (a decompression bomb, or just too big)."""
+
+
 def open_image(
     source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS
 ) -> Image.Image:
@@ -29,7 +33,7 @@ def open_image(
                 img = Image.open(fp)
                 w, h = img.size
                 if w * h > max_pixels:
-                    raise CnnlabError(
+                    raise PixelCapError(
                         f"{name}: {w}x{h} = {w * h} pixels is over the cap of {max_pixels}"
                     )
                 img.load()
@@ -38,7 +42,7 @@ def open_image(
     except UnidentifiedImageError:
         raise CnnlabError(f"{name}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise CnnlabError(f"{name}: image is over the pixel cap of {max_pixels}") from None
+        raise PixelCapError(f"{name}: image is over the pixel cap of {max_pixels}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise CnnlabError(f"{name}: corrupt or truncated image ({e})") from None
     return img

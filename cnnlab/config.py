@@ -1,0 +1,60 @@
+"""Training configuration: one dataclass, filled from defaults, a YAML file, then flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from cnnlab import zoo
+from cnnlab.errors import CnnlabError
+
+
+@dataclass
+class TrainConfig:
+    model: str = zoo.DEFAULT
+    data: str = "mnist"
+    epochs: int = 8
+    batch_size: int = 128
+    optimizer: str = "nesterov"
+    lr: float | str | None = None  # None: the optimizer's default; "auto": LeCun's Hessian rule
+    momentum: float = 0.9
+    schedule: str = "onecycle"
+    gamma: float = 0.7
+    weight_decay: float = 5e-4
+    loss: str = "cross-entropy"
+    label_smoothing: float = 0.1
+    augment: str = "translate=2"
+    val_split: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    input: str | None = None
+    classes: int | None = None
+    set: list[str] = field(default_factory=list)
+    channels: int | None = None
+    size: str | None = None
+    skip_bad: bool = False
+    eval_batch_size: int = 1000
+    channels_last: bool = True
+    threads: int | None = None
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """A YAML file of TrainConfig fields (dashes or underscores); unknown keys are errors."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise CnnlabError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from None
+    if not isinstance(raw, dict):
+        raise CnnlabError(f"{path}: a config is a mapping of option: value")
+    known = {f.name for f in fields(TrainConfig)}
+    out = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise CnnlabError(f"{path}: unknown key '{key}'; known: {', '.join(sorted(known))}")
+        out[name] = value
+    return out

@@ -1,0 +1,74 @@
+"""Feature maps and kernels, found through the model's named layers (never its architecture)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.spec import Net
+
+CONV = (nn.Conv1d, nn.Conv2d)
+
+
+def layer_names(model: Net) -> list[str]:
+    return [name for name, _ in model.named_children()]
+
+
+def check_layer(model: Net, layer: str) -> None:
+    if layer not in model.shapes:
+        raise CnnlabError(f"no layer '{layer}'; layers: {', '.join(layer_names(model))}")
+
+
+@torch.no_grad()
+def feature_maps(model: Net, x: torch.Tensor, spatial_only: bool = True) -> dict[str, np.ndarray]:
+    """Every layer's output for ONE normalised input (1, C, H, W): name -> (C, H, W) array."""
+    model.eval()
+    feats = model.features(x)
+    return {
+        name: t[0].float().numpy() for name, t in feats.items() if not spatial_only or t.dim() == 4
+    }
+
+
+def conv_of(module: nn.Module) -> nn.Module | None:
+    """The convolution (or Gabor bank) a layer is, if any."""
+    if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[1], CONV):
+        return module[1]
+    if (
+        isinstance(module, CONV)
+        or hasattr(module, "weight")
+        and type(module).__name__ == "GaborConv2d"
+    ):
+        return module
+    return None
+
+
+def conv_layers(model: Net) -> list[str]:
+    return [name for name, m in model.named_children() if conv_of(m) is not None]
+
+
+def producing_conv(model: Net, layer: str) -> str | None:
+    """The last convolution at or before `layer` whose channels `layer` still carries."""
+    check_layer(model, layer)
+    names = layer_names(model)
+    channels = model.shapes[layer][0]
+    for name in reversed(names[: names.index(layer) + 1]):
+        module = getattr(model, name)
+        if conv_of(module) is not None:
+            return name if model.shapes[name][0] == channels else None
+        if model.shapes[name][0] != channels or list(module.children()):
+            return None  # a block or a channel change: the link to one kernel is lost
+    return None
+
+
+def kernels(model: Net, layer: str) -> np.ndarray:
+    """The weights of a convolution layer: (filters, in_channels / groups, kh, kw)."""
+    check_layer(model, layer)
+    conv = conv_of(getattr(model, layer))
+    if conv is None:
+        raise CnnlabError(
+            f"layer '{layer}' is not a convolution; convolutions: {', '.join(conv_layers(model)) or 'none'}"
+        )
+    w = conv.weight.detach().float().numpy()
+    return w[:, :, None, :] if w.ndim == 3 else w

@@ -1,0 +1,70 @@
+"""The web page in a real headless Chromium: draw a stroke, see probabilities and feature maps."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cnnlab.train import TrainConfig, train
+from tests.serve_helpers import running_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory, mnist_root):
+    out = tmp_path_factory.mktemp("page") / "run"
+    train(
+        TrainConfig(
+            model="mnist-1conv",
+            epochs=1,
+            optimizer="adam",
+            lr=2e-3,
+            augment="none",
+            val_split=0.0,
+            out=str(out),
+        )
+    )
+    return out
+
+
+def test_draw_a_one_and_see_the_network_work(mnist_run):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: .ci/run must install Debian's chromium")
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with running_server(mnist_run) as (base, proc), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])  # fmt: skip
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/")
+        page.wait_for_selector("#first-kernels img")
+        assert page.inner_text("#model-name") == "mnist-1conv"
+        box = page.locator("#pad").bounding_box()
+        x = box["x"] + box["width"] / 2
+        page.mouse.move(x, box["y"] + 50)
+        page.mouse.down()
+        for i in range(1, 21):
+            page.mouse.move(x, box["y"] + 50 + i * 9)
+        page.mouse.up()
+        page.wait_for_selector("#bars .bar.top")
+        page.wait_for_selector("#layers .maps img")
+        assert page.locator("#bars .bar").count() == 10
+        assert page.get_attribute("#bars .bar.top", "data-cls") == "1"
+        assert page.locator("#layers .layer").count() == 3  # conv1, relu1, pool1
+        assert page.locator("#layers .layer").first.locator("img").count() == 8
+        assert page.get_attribute("#seen", "src").startswith("data:image/png")
+        page.locator("#layers .maps img").nth(2).click()
+        page.wait_for_selector("#detail .overlay img.heat")
+        assert "kernel 2 of conv1" in page.inner_text("#detail")
+        page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
