@@ -1,0 +1,154 @@
+"""One function per `cnnlab inspect` picture: compute the arrays, then draw them to PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.checkpoint import Checkpoint
+from cnnlab.data import load_data
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import normaliser, prepare_image, top_k
+from cnnlab.infer import fit_images
+from cnnlab.inspect import draw
+from cnnlab.inspect.deconv import deconv
+from cnnlab.inspect.maps import conv_layers, feature_maps, kernels
+from cnnlab.inspect.neighbors import neighbours
+from cnnlab.inspect.optimise import invert, maximize
+from cnnlab.inspect.saliency import saliency
+
+
+def load_input(
+    ckpt: Checkpoint, image: str | os.PathLike | np.ndarray
+) -> tuple[np.ndarray, torch.Tensor]:
+    """An image file prepared as in `predict` (or an already prepared uint8 (C, H, W) array),
+    and the normalised batch of one."""
+    prepared = image if isinstance(image, np.ndarray) else prepare_image(ckpt, image)
+    return prepared, normaliser(ckpt)(torch.from_numpy(prepared)[None])
+
+
+def to_pixels(ckpt: Checkpoint, x: torch.Tensor) -> np.ndarray:
+    """Undo normalisation: a model input (1, C, H, W) -> float pixels (C, H, W) on 0..1."""
+    norm = normaliser(ckpt)
+    return (x[0] * norm._s[0] + norm._m[0]).clamp(0, 1).numpy()
+
+
+def kernels_figure(ckpt: Checkpoint, out: Path, layer: str | None = None) -> list[Path]:
+    model = ckpt.model
+    convs = conv_layers(model)
+    if not convs:
+        raise CnnlabError(f"{model.spec['name']} has no convolution layers to draw")
+    layer = layer or convs[0]
+    w = kernels(model, layer)
+    if w.shape[1] == 3:  # first layer of a colour model: each kernel as an RGB picture
+        panels = [(f"{layer}[{i}]", k) for i, k in enumerate(w)]
+        return draw.grid(panels, out, f"{layer}: {len(w)} kernels {w.shape[2]}x{w.shape[3]} (RGB)")
+    if w.shape[1] == 1:
+        panels = [(f"{layer}[{i}]", k[0]) for i, k in enumerate(w)]
+    else:  # deeper layers: one panel per (filter, input channel)
+        panels = [
+            (f"{layer}[{i}] in {c}", k[c]) for i, k in enumerate(w) for c in range(k.shape[0])
+        ]
+    title = f"{layer}: {w.shape[0]} kernels of {w.shape[1]}x{w.shape[2]}x{w.shape[3]} (weights, red > 0 > blue)"
+    return draw.grid(panels, out, title, cmap=draw.SIGNED, signed=True, colorbar="weight",
+                     ncols=w.shape[1] if 1 < w.shape[1] <= 8 else None)  # fmt: skip
+
+
+def activations_figure(ckpt: Checkpoint, image: str, out: Path) -> list[Path]:
+    prepared, x = load_input(ckpt, image)
+    maps = feature_maps(ckpt.model, x)
+    pred = top_k(ckpt, prepared, 1)[0]
+    panels = [
+        (f"input -> {pred['class']} ({100 * pred['probability']:.0f}%)", prepared.astype(float))
+    ]
+    for name, fmaps in maps.items():
+        kind = ckpt.model.kinds[name]
+        if kind in (
+            "conv",
+            "gabor",
+            "pool",
+            "residual",
+            "inception",
+            "dense_block",
+            "transition",
+            "channel_pool",
+        ):
+            panels += [(f"{name}[{c}]", m) for c, m in enumerate(fmaps)]
+    name = "a test image" if isinstance(image, np.ndarray) else Path(image).name
+    title = f"feature maps of {ckpt.model.spec['name']} for {name}"
+    return draw.grid(panels, out, title, cmap=draw.ACTIVATION)
+
+
+def saliency_figure(ckpt: Checkpoint, image: str, out: Path, cls: int | None, smooth: int) -> Path:
+    prepared, x = load_input(ckpt, image)
+    if cls is not None and not 0 <= cls < len(ckpt.classes):
+        raise CnnlabError(
+            f"--class {cls} is out of range (0..{len(ckpt.classes) - 1}: {', '.join(ckpt.classes)})"
+        )
+    sal, used = saliency(ckpt.model, x, cls, smooth)
+    method = f"SmoothGrad x{smooth}" if smooth else "plain"
+    return draw.side_by_side(
+        [("input", prepared.astype(float), "gray"), (f"|d score / d pixel|, {method}", sal, draw.ACTIVATION)],
+        out, f"saliency of class {ckpt.classes[used]}", overlay=(prepared.astype(float), sal),
+    )  # fmt: skip
+
+
+def deconv_figure(ckpt: Checkpoint, image: str, out: Path, layer: str, channel: int | None) -> Path:
+    prepared, x = load_input(ckpt, image)
+    recon, channel, pos = deconv(ckpt.model, x, layer, channel)
+    r = recon[0].numpy()
+    return draw.side_by_side(
+        [("input", prepared.astype(float), "gray"), (f"{layer}[{channel}] at {pos} projected down", r if r.shape[0] == 3 else r[0], draw.SIGNED)],
+        out, f"deconvnet reconstruction of the strongest activation of {layer} channel {channel}",
+    )  # fmt: skip
+
+
+def maximize_figure(
+    ckpt: Checkpoint,
+    out: Path,
+    layer: str | None,
+    channel: int | None,
+    cls: int | None,
+    steps: int,
+    seed: int,
+) -> Path:
+    x = maximize(ckpt.model, layer, channel, cls, steps=steps, seed=seed)
+    what = f"class {ckpt.classes[cls]}" if cls is not None else f"{layer} channel {channel}"
+    return draw.side_by_side([(what, to_pixels(ckpt, x), "gray")], out,
+                             f"activation maximisation: input that most excites {what} ({steps} steps, seed {seed})")  # fmt: skip
+
+
+def invert_figure(
+    ckpt: Checkpoint, image: str, out: Path, layer: str, steps: int, seed: int
+) -> Path:
+    prepared, x = load_input(ckpt, image)
+    guess, err = invert(ckpt.model, x, layer, steps=steps, seed=seed)
+    return draw.side_by_side(
+        [("input", prepared.astype(float), "gray"), (f"from {layer} features (error {err:.3f})", to_pixels(ckpt, guess), "gray")],
+        out, f"code inversion from layer {layer}",
+    )  # fmt: skip
+
+
+def neighbors_figure(ckpt: Checkpoint, image: str, data: str, out: Path, k: int) -> Path:
+    prepared, _ = load_input(ckpt, image)
+    bank = load_data(data, "train")
+    images = fit_images(bank.images, tuple(ckpt.meta["input_shape"]), bank.source)
+    found = neighbours(ckpt.model, torch.from_numpy(prepared), images, normaliser(ckpt), k)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, k + 1, figsize=(1.4 * (k + 1), 3.4), squeeze=False)
+    for row, (space, (idx, dist)) in enumerate(found.items()):
+        draw._show(axes[row][0], prepared.astype(float), "gray", title="query")
+        axes[row][0].set_ylabel(f"{space} space", fontsize=8)
+        for j, (i, d) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True), 1):
+            draw._show(axes[row][j], images[i].numpy().astype(float), "gray",
+                       title=f"{bank.classes[int(bank.labels[i])]} d={d:.1f}")  # fmt: skip
+    fig.suptitle(
+        f"{k} nearest training images: penultimate features (top) vs pixels (bottom)", fontsize=10
+    )
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(out)
