@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from cnnlab.config import TrainConfig
+from cnnlab.train import train
 
-from cnnlab.train import TrainConfig, train
+sys.path.insert(0, str(Path(__file__).parent))
+from common import headline, provenance  # noqa: E402
 
 ADAM = {"optimizer": "adam", "lr": 2e-3, "schedule": "onecycle", "weight_decay": 0.0}
 ROWS = [
@@ -79,21 +80,6 @@ ROWS = [
 ]
 
 
-def provenance() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": cpu,
-        "bf16": False,
-        "commit": commit,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,9 +91,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     info = provenance()
-    print(
-        f"torch {info['torch']}, {info['threads']} threads, {info['cpu']}, bf16 off, commit {info['commit']}"
-    )
+    print(headline())
     results = []
     for label, model, settings, epochs, quick_epochs, target in ROWS:
         if args.only and args.only not in label:

@@ -40,7 +40,7 @@ def fit_images(images: torch.Tensor, input_shape: tuple[int, ...], source: str) 
             f"(rebuild it with --input {c},{h},{w}, or resize the data with --size {want_h}x{want_w})"
         )
     ph, pw = (want_h - h) // 2, (want_w - w) // 2
-    return F.pad(images, (pw, pw, ph, ph))
+    return images.padded(ph, pw) if hasattr(images, "padded") else F.pad(images, (pw, pw, ph, ph))
 
 
 @torch.no_grad()

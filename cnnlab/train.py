@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cnnlab.checkpoint import (
@@ -40,6 +41,7 @@ from cnnlab.data import load_data
 from cnnlab.data.augment import parse as parse_augment
 from cnnlab.data.augment import pca_basis
 from cnnlab.data.dataset import ImageSet
+from cnnlab.data.lazy import Rows
 from cnnlab.errors import CnnlabError
 from cnnlab.infer import Normalise, fit_images, logits
 from cnnlab.optim import DEFAULT_LR, largest_hessian_eigenvalue, lr_factor, make_optimizer
@@ -195,6 +197,7 @@ class Trainer:
             self.augment.pca_basis = pca_basis(p.train.images)
         self.images = p.train.images.to(p.device)
         self.labels = p.train.labels.to(p.device)
+        self.workers = min(4, os.cpu_count() or 1) if p.train.streamed else 0
         if cfg.batch_size % world.size:
             raise CnnlabError(
                 f"--batch-size {cfg.batch_size} must be a multiple of the {world.size} processes"
@@ -204,6 +207,7 @@ class Trainer:
         self.history: list[dict] = []
         self.epoch = 0
         self.best_val = -1.0
+        self.step_hook = None  # called as hook(trainer, epoch, step) after every optimiser step
         lr = self._base_lr()
         params = [q for q in self.model.parameters() if q.requires_grad]
         self.opt = make_optimizer(cfg.optimizer, params, lr, cfg.weight_decay, cfg.momentum)
@@ -246,14 +250,32 @@ class Trainer:
             print(text, flush=True)
 
     # -- one epoch
-    def _batch(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[idx].float() / 255
+    def _prepare_batch(self, raw: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x = raw.float() / 255
         if self.augment:
             x = self.augment(x, gen)
         x = self.p.norm(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels[idx]
+        return x
+
+    def _index_batches(self, order: torch.Tensor) -> list[torch.Tensor]:
+        b, world = self.cfg.batch_size, self.world
+        return [
+            order[s * b : (s + 1) * b][world.rank :: world.size]
+            for s in range(self.steps_per_epoch)
+        ]
+
+    def _raw_batches(self, batches: list[torch.Tensor]):
+        """(uint8 images, labels) per batch: sliced from memory, or decoded by DataLoader workers."""
+        if not self.p.train.streamed:
+            for idx in batches:
+                yield self.images[idx], self.labels[idx]
+            return
+        loader = DataLoader(Rows(self.images, self.p.train.labels), batch_sampler=[b.tolist() for b in batches],
+                            num_workers=self.workers, persistent_workers=False)  # fmt: skip
+        for x, y in loader:
+            yield x.to(self.p.device), y.to(self.p.device)
 
     def train_epoch(self, epoch: int) -> dict:
         cfg, world = self.cfg, self.world
@@ -263,13 +285,11 @@ class Trainer:
         self.net.train()
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
-        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                    disable=None if world.main else True, leave=False, file=sys.stderr)  # fmt: skip
-        for step in bar:
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size][
-                world.rank :: world.size
-            ]
-            x, y = self._batch(idx, gen)
+        for step, (raw, y) in enumerate(self._raw_batches(self._index_batches(order))):
+            bar.update()
+            x = self._prepare_batch(raw, gen)
             out = self.net(x)
             loss = self.loss_fn(out, y)
             value = loss.item()
@@ -279,6 +299,8 @@ class Trainer:
             loss.backward()
             self.opt.step()
             self.sched.step()
+            if self.step_hook is not None:
+                self.step_hook(self, epoch, step)
             total_loss += value * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
@@ -289,6 +311,7 @@ class Trainer:
                     acc=f"{100 * correct / seen:.2f}%",
                     img_s=f"{rate:.0f}",
                 )
+        bar.close()
         totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
         if world.size > 1:
             dist.all_reduce(totals)
@@ -377,6 +400,9 @@ class Trainer:
                 yaml.safe_dump(asdict(cfg), sort_keys=False), encoding="utf-8"
             )
         n_val = len(p.val) if p.val is not None else 0
+        if p.train.streamed:
+            self.say(f"streaming {len(p.train)} images from disk with {self.workers} worker processes "
+                     "(the decoded set would exceed the memory budget)")  # fmt: skip
         self.say(f"training {self.model.spec['name']} ({sum(q.numel() for q in self.model.parameters()):,} parameters) "
                  f"on {len(p.train)} images of {'x'.join(map(str, p.train.shape))}, validating on {n_val}; "
                  f"{cfg.epochs} epochs of {self.steps_per_epoch} batches of {cfg.batch_size} on {p.device}"

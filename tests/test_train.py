@@ -144,3 +144,56 @@ def test_real_mnist_reaches_98_percent(mnist_root, tmp_path):
                                schedule="onecycle", augment="none", val_split=0.0, out=str(tmp_path / "run")))  # fmt: skip
     assert result["test_acc"] >= 0.98 and result["test_count"] == 10000
     assert math.isfinite(result["test_loss"])
+
+
+def _tiny_folder(root, n_per_class=40):
+    """The tiny quadrant task written as PNG files in class folders."""
+    from PIL import Image
+
+    from cnnlab.data.idx import read_idx
+
+    data = make_tiny_idx(root / "idx", n_train=4 * n_per_class, n_test=8)
+    x, y = read_idx(data / "train-images-idx3-ubyte"), read_idx(data / "train-labels-idx1-ubyte")
+    for i, (img, label) in enumerate(zip(x, y, strict=True)):
+        (root / "folder" / f"c{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / "folder" / f"c{label}" / f"{i:04d}.png")
+    return root / "folder"
+
+
+def test_streaming_from_disk_gives_the_same_run_as_memory(tmp_path, monkeypatch, capsys):
+    folder = _tiny_folder(tmp_path)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    cfg = {"model": str(spec), "data": str(folder), "epochs": 2, "batch_size": 16, "optimizer": "nesterov",
+           "lr": 0.05, "augment": "translate=1", "val_split": 0.25}  # fmt: skip
+    memory = train(TrainConfig(**cfg, out=str(tmp_path / "memory")))
+    assert "images from disk" not in capsys.readouterr().out
+    monkeypatch.setenv("CNNLAB_MEMORY_BUDGET", "1000")  # far below the 160 x 144 bytes of the set
+    streamed = train(TrainConfig(**cfg, out=str(tmp_path / "streamed")))
+    assert "streaming 120 images from disk with" in capsys.readouterr().out
+    a = load_file(tmp_path / "memory/checkpoints/last.safetensors")
+    b = load_file(tmp_path / "streamed/checkpoints/last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["val_acc"] for r in memory["history"]] == [r["val_acc"] for r in streamed["history"]]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    data = make_tiny_idx(tmp_path / "data", n_train=20000, n_test=100)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--model", str(spec), "--data", str(data),
+                             "--epochs", "50", "--batch-size", "8", "--out", str(tmp_path / "run"), "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert (
+        "interrupted: weights saved to" in err
+        and f"cnnlab train --resume {tmp_path / 'run'}" in err
+    )
+    assert "Traceback" not in err
+    assert (tmp_path / "run/checkpoints/interrupted.safetensors").is_file()

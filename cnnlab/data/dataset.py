@@ -44,8 +44,14 @@ class ImageSet:
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
+    @property
+    def streamed(self) -> bool:
+        """True when images are decoded from disk on demand (a folder too large for memory)."""
+        return not torch.is_tensor(self.images)
+
     def subset(self, index: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index], self.classes, self.source)
+        images = self.images.select(index) if self.streamed else self.images[index]
+        return ImageSet(images, self.labels[index], self.classes, self.source)
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
@@ -71,11 +77,21 @@ class ImageSet:
         c = self.shape[0]
         total = torch.zeros(c, dtype=torch.float64)
         total_sq = torch.zeros(c, dtype=torch.float64)
-        for start in range(0, len(self), 8192):
-            chunk = self.images[start : start + 8192].to(torch.float64) / 255.0
+        images, count = self.images, len(self)
+        if (
+            self.streamed and count > 5000
+        ):  # a seeded sample: reading every file twice costs too much
+            pick = (
+                torch.randperm(count, generator=torch.Generator().manual_seed(0))[:5000]
+                .sort()
+                .values
+            )
+            images, count = images.select(pick), 5000
+        for start in range(0, count, 8192):
+            chunk = images[start : start + 8192].to(torch.float64) / 255.0
             total += chunk.sum(dim=(0, 2, 3))
             total_sq += (chunk * chunk).sum(dim=(0, 2, 3))
-        n = max(len(self) * self.shape[1] * self.shape[2], 1)
+        n = max(count * self.shape[1] * self.shape[2], 1)
         mean = total / n
         std = (total_sq / n - mean * mean).clamp_min(0).sqrt()
         return mean.tolist(), std.tolist()

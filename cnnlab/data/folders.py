@@ -7,10 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from cnnlab.data.dataset import ImageSet
-from cnnlab.data.images import EXTENSIONS, MAX_PIXELS, is_gray, open_image, save_array, to_array
+from cnnlab.data.images import (
+    EXTENSIONS,
+    GRAY_MODES,
+    MAX_PIXELS,
+    is_gray,
+    open_image,
+    save_array,
+    to_array,
+)
+from cnnlab.data.lazy import LazyImages, memory_budget
 from cnnlab.errors import CnnlabError
 
 
@@ -50,6 +60,8 @@ def load_folder(
     """Load an image folder into memory. Channels are inferred (1 if every image is gray)."""
     root = Path(root)
     files, classes = list_images(root)
+    if _estimated_bytes(files, channels, size, max_pixels) > memory_budget():
+        return _lazy_folder(root, files, classes, channels, size, skip_bad, max_pixels)
     decoded, labels, skipped = [], [], []
     for path, label in tqdm(files, desc=f"reading {root.name}", unit="img", disable=not progress):
         try:
@@ -73,6 +85,47 @@ def load_folder(
         size = sizes.pop()
     arrays = np.stack([to_array(img, channels, size) for img in decoded])
     data = ImageSet(torch.from_numpy(arrays), torch.tensor(labels), classes, str(root))
+    data.skipped = skipped
+    return data
+
+
+def _estimated_bytes(files, channels, size, max_pixels) -> int:
+    """In-memory size of the decoded set, judged from its first image."""
+    first = open_image(files[0][0], max_pixels=max_pixels)
+    h, w = size or (first.height, first.width)
+    c = channels or (1 if is_gray(first) else 3)
+    return len(files) * c * h * w
+
+
+def _lazy_folder(root, files, classes, channels, size, skip_bad, max_pixels) -> ImageSet:
+    """Check every file's header (no decoding) and return an ImageSet that decodes on demand."""
+    kept, labels, skipped, sizes, gray = [], [], [], set(), True
+    for path, label in tqdm(files, desc=f"indexing {root.name}", unit="img", disable=None):
+        try:
+            with Image.open(path) as img:
+                if img.width * img.height > max_pixels:
+                    raise CnnlabError(
+                        f"{path}: {img.width}x{img.height} pixels is over the cap of {max_pixels}"
+                    )
+                sizes.add((img.height, img.width))
+                gray = gray and (img.mode in GRAY_MODES)
+        except (OSError, CnnlabError) as e:
+            message = (
+                str(e) if isinstance(e, CnnlabError) else f"{path}: not an image Pillow can read"
+            )
+            if not skip_bad:
+                raise CnnlabError(f"{message} (pass --skip-bad to skip such files)") from None
+            skipped.append(message)
+            continue
+        kept.append(path)
+        labels.append(label)
+    if size is None and len(sizes) > 1:
+        raise CnnlabError(
+            f"{root}: images differ in size ({len(sizes)} sizes); set one with --size HxW"
+        )
+    size = size or sizes.pop()
+    images = LazyImages(kept, channels or (1 if gray else 3), tuple(size), max_pixels=max_pixels)
+    data = ImageSet(images, torch.tensor(labels), classes, str(root))  # type: ignore[arg-type]
     data.skipped = skipped
     return data
 

@@ -1,0 +1,110 @@
+"""Training and inference speed of zoo models, and peak memory of a default MNIST run.
+
+    python benchmarks/throughput.py             # all rows plus a full default training run
+    python benchmarks/throughput.py --no-memory # skip the training run
+
+Training: images/s of forward + backward + Nesterov step at batch 128 (channels-last).
+Inference: batch-1 latency (median of 200) and batch-256 images/s, eval mode, no grad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.spec import build
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import headline  # noqa: E402
+
+MODELS = ["lenet5", "mnist-1conv", "mnistnet", "resnet20"]
+
+
+def _timed(fn, seconds: float = 3.0) -> float:
+    """Calls per second of fn after a warm-up, over about `seconds`."""
+    for _ in range(3):
+        fn()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def train_rate(name: str, batch: int = 128) -> float:
+    model = build(name).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, nesterov=True)
+    x = torch.randn(batch, *model.input_shape).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, model.spec["classes"], (batch,))
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return _timed(step) * batch
+
+
+@torch.no_grad()
+def infer(name: str) -> tuple[float, float]:
+    model = build(name).eval().to(memory_format=torch.channels_last)
+    one = torch.randn(1, *model.input_shape)
+    for _ in range(10):
+        model(one)
+    times = []
+    for _ in range(200):
+        start = time.perf_counter()
+        model(one)
+        times.append(time.perf_counter() - start)
+    many = torch.randn(256, *model.input_shape).contiguous(memory_format=torch.channels_last)
+    return 1000 * statistics.median(times), _timed(lambda: model(many)) * 256
+
+
+def peak_memory_of_default_run() -> tuple[float, float]:
+    """(peak resident MB, wall seconds) of `cnnlab train` with every default."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "cnnlab", "train", "--out", tmp], check=True, capture_output=True
+        )
+        wall = time.perf_counter() - start
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--no-memory", action="store_true")
+    args = parser.parse_args()
+    print(headline() + ", channels-last on")
+    print(
+        f"{'model':<12} {'input':>9} {'train img/s':>12} {'batch-1 ms':>11} {'batch-256 img/s':>16}"
+    )
+    for name in MODELS:
+        model = build(name)
+        latency, rate = infer(name)
+        shape = "x".join(map(str, model.input_shape))
+        print(
+            f"{name:<12} {shape:>9} {train_rate(name):>12.0f} {latency:>11.2f} {rate:>16.0f}",
+            flush=True,
+        )
+    if not args.no_memory:
+        mb, wall = peak_memory_of_default_run()
+        print(
+            f"\ndefault `cnnlab train` (mnistnet, MNIST): peak resident memory {mb:.0f} MB, wall {wall:.0f}s"
+        )
+
+
+if __name__ == "__main__":
+    main()
