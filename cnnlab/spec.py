@@ -254,12 +254,16 @@ def _pool(f, shape, spec):
     return cls(tuple(k), tuple(s), tuple(pad)), (shape[0], *out)
 
 
+GLOBAL_POOLS = {
+    ("avg", 1): nn.AdaptiveAvgPool1d, ("avg", 2): nn.AdaptiveAvgPool2d,
+    ("max", 1): nn.AdaptiveMaxPool1d, ("max", 2): nn.AdaptiveMaxPool2d,
+}  # fmt: skip
+
+
 def _global_pool(f, shape, spec):
     if len(shape) < 2:
         raise ValueError(f"needs a spatial input, got {shape}")
-    rank = len(shape) - 1
-    pool = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}[f["mode"]] if rank == 2 else {
-        "avg": nn.AdaptiveAvgPool1d, "max": nn.AdaptiveMaxPool1d}[f["mode"]]  # fmt: skip
+    pool = GLOBAL_POOLS[(f["mode"], len(shape) - 1)]
     return nn.Sequential(pool(1), nn.Flatten()), (shape[0],)
 
 

@@ -44,7 +44,13 @@ from cnnlab.data.dataset import ImageSet
 from cnnlab.data.lazy import Rows
 from cnnlab.errors import CnnlabError
 from cnnlab.infer import Normalise, fit_images, logits
-from cnnlab.optim import DEFAULT_LR, largest_hessian_eigenvalue, lr_factor, make_optimizer
+from cnnlab.optim import (
+    DEFAULT_LR,
+    CurvatureTracker,
+    largest_hessian_eigenvalue,
+    lr_factor,
+    make_optimizer,
+)
 from cnnlab.spec import Net, apply_overrides, build, load_spec, retarget
 
 
@@ -208,6 +214,7 @@ class Trainer:
         self.epoch = 0
         self.best_val = -1.0
         self.step_hook = None  # called as hook(trainer, epoch, step) after every optimiser step
+        self.tracker: CurvatureTracker | None = None
         lr = self._base_lr()
         params = [q for q in self.model.parameters() if q.requires_grad]
         self.opt = make_optimizer(cfg.optimizer, params, lr, cfg.weight_decay, cfg.momentum)
@@ -239,11 +246,22 @@ class Trainer:
             batches.append((self.p.norm(self.images[idx]), self.labels[idx]))
         lam = largest_hessian_eigenvalue(self.model, self.loss_fn, batches, seed=self.cfg.seed)
         lr = 0.9 / lam
-        self.say(
-            f"--lr auto: largest Hessian eigenvalue {lam:.4g} over 4 batches -> learning rate 0.9/lambda = {lr:.4g}"
-        )
-        self.auto_lr = {"lambda_max": lam, "lr": lr}
+        self.say(f"--lr auto: largest Hessian eigenvalue {lam:.4g} over 4 batches -> learning rate 0.9/lambda = {lr:.4g}"
+                 " (re-estimated on-line as training proceeds)")  # fmt: skip
+        self.tracker = CurvatureTracker(self.model, self.loss_fn, seed=self.cfg.seed)
         return lr
+
+    def _follow_curvature(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """--lr auto: refine lambda_max and set the base rate to 0.9 / lambda_max."""
+        step = self.sched.last_epoch
+        if self.tracker is None or not self.tracker.due(step):
+            return
+        lam = self.tracker.update(x, y)
+        if lam > 0:
+            self.sched.base_lrs = [0.9 / lam for _ in self.opt.param_groups]
+            factor = self.sched.lr_lambdas[0](step)
+            for group in self.opt.param_groups:
+                group["lr"] = 0.9 / lam * factor
 
     def say(self, text: str) -> None:
         if self.world.main:
@@ -290,6 +308,7 @@ class Trainer:
         for step, (raw, y) in enumerate(self._raw_batches(self._index_batches(order))):
             bar.update()
             x = self._prepare_batch(raw, gen)
+            self._follow_curvature(x, y)
             out = self.net(x)
             loss = self.loss_fn(out, y)
             value = loss.item()
@@ -415,6 +434,8 @@ class Trainer:
                 raise
             self.epoch += 1
             row = {"epoch": self.epoch, **row, "lr": self.opt.param_groups[0]["lr"]}
+            if self.tracker is not None:
+                row["lambda_max"] = self.tracker.lam
             if p.val is not None:
                 v = self.evaluate(p.val)
                 row |= {"val_loss": v["loss"], "val_acc": v["acc"]}
