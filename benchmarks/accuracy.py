@@ -73,7 +73,7 @@ ROWS = [
         "mnistnet best recipe",
         "mnistnet",
         {"val_split": 0.0},
-        18,
+        24,
         1,
         0.9965,
     ),

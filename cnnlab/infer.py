@@ -22,6 +22,10 @@ class Normalise:
             x = x.float() / 255
         return (x - self._m.to(x.device)) / self._s.to(x.device)
 
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input -> pixels on the 0..1 scale."""
+        return x * self._s.to(x.device) + self._m.to(x.device)
+
 
 def fit_images(images: torch.Tensor, input_shape: tuple[int, ...], source: str) -> torch.Tensor:
     """Zero-pad smaller images to the model's input (28x28 MNIST -> LeNet's 32x32); refuse misfits."""

@@ -22,7 +22,7 @@ SIGNED = "RdBu_r"
 ACTIVATION = "magma"
 
 
-def _show(ax, a: np.ndarray, cmap: str, signed: bool = False, title: str = ""):
+def show(ax, a: np.ndarray, cmap: str, signed: bool = False, title: str = ""):
     a = np.asarray(a, dtype=np.float64)
     if a.ndim == 3 and a.shape[0] == 3:  # colour image or RGB kernel, scaled to 0..1
         lo, hi = a.min(), a.max()
@@ -58,7 +58,7 @@ def grid(panels: list[tuple[str, np.ndarray]], path: str | os.PathLike, title: s
             ax.axis("off")
         for ax, (label, a) in zip(axes.flat, page, strict=False):
             ax.axis("on")
-            im = _show(ax, a, cmap, signed, label)
+            im = show(ax, a, cmap, signed, label)
         suffix = f" (page {n} of {len(pages)})" if len(pages) > 1 else ""
         fig.suptitle(title + suffix, fontsize=10)
         if colorbar and im is not None:
@@ -76,13 +76,13 @@ def side_by_side(panels: list[tuple[str, np.ndarray, str]], path: str | os.PathL
     n = len(panels) + (overlay is not None)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 0.6, 3.0), squeeze=False)
     for ax, (label, a, cmap) in zip(axes[0], panels, strict=False):
-        im = _show(ax, a, cmap, cmap == SIGNED, label)
+        im = show(ax, a, cmap, cmap == SIGNED, label)
         if cmap != "gray" and not (np.asarray(a).ndim == 3 and np.asarray(a).shape[0] == 3):
             fig.colorbar(im, ax=ax, shrink=0.75)
     if overlay is not None:
         image, heat = overlay
         ax = axes[0][-1]
-        _show(ax, image, "gray", title="overlay")
+        show(ax, image, "gray", title="overlay")
         im = ax.imshow(heat, cmap=ACTIVATION, alpha=0.55, interpolation="bilinear")
         fig.colorbar(im, ax=ax, shrink=0.75)
     fig.suptitle(title, fontsize=10)

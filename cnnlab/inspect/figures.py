@@ -32,8 +32,7 @@ def load_input(
 
 def to_pixels(ckpt: Checkpoint, x: torch.Tensor) -> np.ndarray:
     """Undo normalisation: a model input (1, C, H, W) -> float pixels (C, H, W) on 0..1."""
-    norm = normaliser(ckpt)
-    return (x[0] * norm._s[0] + norm._m[0]).clamp(0, 1).numpy()
+    return normaliser(ckpt).invert(x)[0].clamp(0, 1).numpy()
 
 
 def kernels_figure(ckpt: Checkpoint, out: Path, layer: str | None = None) -> list[Path]:
@@ -141,10 +140,10 @@ def neighbors_figure(ckpt: Checkpoint, image: str, data: str, out: Path, k: int)
 
     fig, axes = plt.subplots(2, k + 1, figsize=(1.4 * (k + 1), 3.4), squeeze=False)
     for row, (space, (idx, dist)) in enumerate(found.items()):
-        draw._show(axes[row][0], prepared.astype(float), "gray", title="query")
+        draw.show(axes[row][0], prepared.astype(float), "gray", title="query")
         axes[row][0].set_ylabel(f"{space} space", fontsize=8)
         for j, (i, d) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True), 1):
-            draw._show(axes[row][j], images[i].numpy().astype(float), "gray",
+            draw.show(axes[row][j], images[i].numpy().astype(float), "gray",
                        title=f"{bank.classes[int(bank.labels[i])]} d={d:.1f}")  # fmt: skip
     fig.suptitle(
         f"{k} nearest training images: penultimate features (top) vs pixels (bottom)", fontsize=10
