@@ -73,7 +73,7 @@ ROWS = [
         "mnistnet best recipe",
         "mnistnet",
         {"val_split": 0.0},
-        24,
+        18,
         1,
         0.9965,
     ),
