@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from cnnlab import __version__
 from cnnlab.atomic import atomic_path
 from cnnlab.errors import CnnlabError
-from cnnlab.spec import Net, build
+from cnnlab.spec import Net, apply_overrides, build, load_spec, retarget
 
 FORMAT = "cnnlab-checkpoint/1"
 
@@ -145,3 +145,19 @@ def load_checkpoint(ref: str | os.PathLike, device: str | torch.device = "cpu") 
         first = str(e).splitlines()[0]
         raise CnnlabError(f"{path}: weights do not fit the spec ({first})") from None
     return Checkpoint(model.to(device).eval(), meta, path)
+
+
+def model_from(
+    ref: str | os.PathLike,
+    input_shape: tuple[int, ...] | None = None,
+    classes: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> tuple[Net, dict[str, torch.Tensor] | None]:
+    """A zoo name, spec file or checkpoint -> (model rebuilt with any changes, checkpoint weights or None)."""
+    if is_checkpoint(ref):
+        ckpt = load_checkpoint(ref)
+        spec, source, state = ckpt.model.spec, str(ckpt.path), ckpt.model.state_dict()
+    else:
+        (spec, source), state = load_spec(ref), None
+    spec = apply_overrides(retarget(spec, input_shape, classes), list(overrides), source)
+    return build(spec, source), state

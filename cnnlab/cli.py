@@ -47,16 +47,6 @@ def _print_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2))
 
 
-def _parse_size(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        h, w = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected HxW such as 28x28, got {value!r}") from None
-    return h, w
-
-
 # ---------------------------------------------------------------- data
 @cli.group()
 def data() -> None:
@@ -103,10 +93,11 @@ def _load_options(f):
 
 
 def _load(src: str, split: str, channels, size, skip_bad, required=True):
+    from cnnlab.config import parse_size
     from cnnlab.data import load_data
 
     found = load_data(
-        src, split, int(channels) if channels else None, _parse_size(size), skip_bad, required
+        src, split, int(channels) if channels else None, parse_size(size), skip_bad, required
     )
     if found is not None and found.skipped:
         click.echo(f"skipped {len(found.skipped)} unreadable file(s):", err=True)
@@ -155,18 +146,6 @@ def data_convert(src: str, out: str, fmt: str, channels, size, skip_bad) -> None
 
 
 # ---------------------------------------------------------------- models
-def _parse_shape(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        shape = tuple(int(v) for v in value.replace("x", ",").split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected C,H,W such as 3,64,64, got {value!r}") from None
-    if not 1 <= len(shape) <= 3 or min(shape) < 1:
-        raise click.BadParameter(f"expected C,H,W or C,L of positive integers, got {value!r}")
-    return shape
-
-
 def _model_options(f):
     f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Edit the spec, e.g. pool1.mode=mean (repeatable).")(f)  # fmt: skip
@@ -175,18 +154,14 @@ def _model_options(f):
 
 
 def _build(ref: str, input_shape: str | None, classes: int | None, overrides=()):
-    from cnnlab.checkpoint import is_checkpoint, load_checkpoint
-    from cnnlab.spec import apply_overrides, build, load_spec, retarget
+    """The model MODEL names; a checkpoint keeps its weights unless the architecture changes."""
+    from cnnlab.checkpoint import model_from
+    from cnnlab.config import parse_shape
 
-    if is_checkpoint(ref):
-        ckpt = load_checkpoint(ref)
-        spec, source = ckpt.model.spec, str(ckpt.path)
-        if not (input_shape or classes or overrides):
-            return ckpt.model
-    else:
-        spec, source = load_spec(ref)
-    spec = retarget(spec, _parse_shape(input_shape), classes)
-    return build(apply_overrides(spec, list(overrides), source), source)
+    model, state = model_from(ref, parse_shape(input_shape), classes, overrides)
+    if state is not None and not (input_shape or classes or overrides):
+        model.load_state_dict(state)
+    return model.eval() if state is not None else model
 
 
 @cli.command("zoo")

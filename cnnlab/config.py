@@ -58,3 +58,27 @@ def load_config(path: str | os.PathLike) -> dict:
             raise CnnlabError(f"{path}: unknown key '{key}'; known: {', '.join(sorted(known))}")
         out[name] = value
     return out
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """'3,64,64' (or '3x64x64') -> (3, 64, 64); C,H,W or C,L of positive integers."""
+    if text is None or text == "":
+        return None
+    try:
+        shape = tuple(int(v) for v in str(text).replace("x", ",").split(","))
+    except ValueError:
+        raise CnnlabError(f"--input: expected C,H,W such as 3,64,64, got {text!r}") from None
+    if not 1 <= len(shape) <= 3 or min(shape) < 1:
+        raise CnnlabError(f"--input: expected C,H,W or C,L of positive integers, got {text!r}")
+    return shape
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'28x28' -> (28, 28)."""
+    if text is None or text == "":
+        return None
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise CnnlabError(f"--size: expected HxW such as 28x28, got {text!r}") from None
+    return h, w

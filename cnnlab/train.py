@@ -28,15 +28,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cnnlab.checkpoint import (
-    is_checkpoint,
-    load_checkpoint,
     load_tensors,
+    model_from,
     read_json,
     save_checkpoint,
     save_json,
     save_tensors,
 )
-from cnnlab.config import TrainConfig, load_config
+from cnnlab.config import TrainConfig, load_config, parse_shape, parse_size
 from cnnlab.data import load_data
 from cnnlab.data.augment import parse as parse_augment
 from cnnlab.data.augment import pca_basis
@@ -51,7 +50,7 @@ from cnnlab.optim import (
     lr_factor,
     make_optimizer,
 )
-from cnnlab.spec import Net, apply_overrides, build, load_spec, retarget
+from cnnlab.spec import Net
 
 
 # ---------------------------------------------------------------- distributed
@@ -109,33 +108,23 @@ def make_loss(name: str, smoothing: float):
 
 
 # ---------------------------------------------------------------- set-up
-def _parse_shape(text: str | None):
-    if not text:
-        return None
-    try:
-        return tuple(int(v) for v in str(text).replace("x", ",").split(","))
-    except ValueError:
-        raise CnnlabError(f"--input: expected C,H,W, got {text!r}") from None
-
-
-def build_model(cfg: TrainConfig, data: ImageSet) -> tuple[Net, dict | None]:
-    """The model named by cfg.model, fitted to the data's class count; weights if from a checkpoint."""
-    if is_checkpoint(cfg.model):
-        ckpt = load_checkpoint(cfg.model)
-        spec, source, state = ckpt.model.spec, str(ckpt.path), ckpt.model.state_dict()
-    else:
-        (spec, source), state = load_spec(cfg.model), None
-    spec = retarget(spec, _parse_shape(cfg.input), cfg.classes)
-    spec = apply_overrides(spec, list(cfg.set), source)
-    model = build(spec, source)
+def build_model(cfg: TrainConfig, data: ImageSet) -> Net:
+    """The model named by cfg.model, checked against the data's class count; a checkpoint's weights loaded."""
+    model, state = model_from(cfg.model, parse_shape(cfg.input), cfg.classes, cfg.set)
     if model.spec["classes"] != len(data.classes):
         raise CnnlabError(
-            f"{source}: the model has {model.spec['classes']} classes but {data.source} has "
+            f"{cfg.model}: the model has {model.spec['classes']} classes but {data.source} has "
             f"{len(data.classes)} (rebuild it with --classes {len(data.classes)})"
         )
     if state is not None:
-        model.load_state_dict(state)
-    return model, state
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).splitlines()[0]
+            raise CnnlabError(
+                f"{cfg.model}: its weights do not fit the rebuilt model ({first})"
+            ) from None
+    return model
 
 
 def _run_dir(cfg: TrainConfig) -> Path:
@@ -158,10 +147,10 @@ class Prepared:
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
-    load_opts = {"channels": cfg.channels, "size": _size(cfg.size), "skip_bad": cfg.skip_bad}
+    load_opts = {"channels": cfg.channels, "size": parse_size(cfg.size), "skip_bad": cfg.skip_bad}
     full = load_data(cfg.data, "train", **load_opts)
     test = load_data(cfg.data, "test", required=False, **load_opts)
-    model, _ = build_model(cfg, full)
+    model = build_model(cfg, full)
     shape = tuple(model.input_shape)
     full.images = fit_images(full.images, shape, full.source)
     if test is not None:
@@ -173,16 +162,6 @@ def prepare(cfg: TrainConfig) -> Prepared:
     device = pick_device(cfg.device)
     preprocess = "mnist-digit" if cfg.data == "mnist" else "resize"
     return Prepared(cfg, model, train, val, test, Normalise(mean, std), device, preprocess)
-
-
-def _size(text):
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise CnnlabError(f"--size: expected HxW, got {text!r}") from None
-    return h, w
 
 
 # ---------------------------------------------------------------- the loop
@@ -259,9 +238,14 @@ class Trainer:
         lam = self.tracker.update(x, y)
         if lam > 0:
             self.sched.base_lrs = [0.9 / lam for _ in self.opt.param_groups]
-            factor = self.sched.lr_lambdas[0](step)
-            for group in self.opt.param_groups:
-                group["lr"] = 0.9 / lam * factor
+            self._apply_lr(step)
+
+    def _apply_lr(self, step: int) -> None:
+        """Set every group's rate to its base rate times the schedule's factor at `step`."""
+        for group, base, factor in zip(
+            self.opt.param_groups, self.sched.base_lrs, self.sched.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(step)
 
     def say(self, text: str) -> None:
         if self.world.main:
@@ -391,8 +375,7 @@ class Trainer:
         tensors = load_tensors(run / "checkpoints" / "resume.safetensors")
         self.opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
         self.sched.last_epoch = state["step"]
-        for group, lr in zip(self.opt.param_groups, self.sched.get_lr(), strict=True):
-            group["lr"] = lr
+        self._apply_lr(state["step"])
         self.epoch, self.best_val, self.history = (
             state["epoch"],
             state["best_val"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import warnings
@@ -70,6 +71,15 @@ def to_array(img: Image.Image, channels: int, size: tuple[int, int] | None = Non
         img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def png_data_url(arr: np.ndarray) -> str:
+    """A uint8 image, (H, W) or (C, H, W) with C in 1 or 3, as a PNG data URL for HTML."""
+    if arr.ndim == 3:
+        arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def save_array(arr: np.ndarray, path: str | os.PathLike) -> None:

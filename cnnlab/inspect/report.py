@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from cnnlab.checkpoint import Checkpoint
+from cnnlab.data.images import png_data_url
 from cnnlab.evaluate import eval_data, metrics, normaliser, plot_confusion
 from cnnlab.infer import logits
 from cnnlab.inspect import draw
@@ -27,7 +28,7 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _misclassified(ckpt: Checkpoint, data, tmp: Path) -> tuple[str, list[tuple[str, str, int]]]:
+def _misclassified(ckpt: Checkpoint, data) -> str:
     out = logits(ckpt.model, data.images, normaliser(ckpt))
     probs = out.softmax(1)
     pred = probs.argmax(1)
@@ -39,15 +40,12 @@ def _misclassified(ckpt: Checkpoint, data, tmp: Path) -> tuple[str, list[tuple[s
             f"{html.escape(ckpt.classes[j])} {100 * v:.0f}%"
             for v, j in zip(values.tolist(), idx.tolist(), strict=True)
         )
-        path = tmp / f"wrong{i}.png"
-        draw.grid([("", data.images[i].numpy().astype(float))], path, "")
         true = html.escape(ckpt.classes[int(data.labels[i])])
+        src = png_data_url(data.images[i].numpy())
         cells.append(
-            f"<figure>{_img(path, f'test image {i}')}<figcaption>#{i} true {true}<br>{guesses}</figcaption></figure>"
+            f'<figure><img alt="test image {i}" src="{src}"><figcaption>#{i} true {true}<br>{guesses}</figcaption></figure>'
         )
-    return "".join(cells), [
-        (ckpt.classes[int(data.labels[i])], ckpt.classes[int(pred[i])], i) for i in wrong
-    ]
+    return "".join(cells)
 
 
 def _confused_pairs(m: dict, top: int = 8) -> str:
@@ -81,7 +79,7 @@ def build_report(ckpt: Checkpoint, out: str | os.PathLike, data: str | None = No
             ("Confusion matrix", _img(plot_confusion(m, tmp / "cm.png"), "confusion matrix"))
         )
         sections.append(("Most confused pairs", _confused_pairs(m)))
-        gallery, _ = _misclassified(ckpt, dataset, tmp)
+        gallery = _misclassified(ckpt, dataset)
         sections.append(
             (
                 f"Misclassified {split} images (first {GALLERY}) with top-3 guesses",
@@ -110,7 +108,7 @@ def build_report(ckpt: Checkpoint, out: str | os.PathLike, data: str | None = No
 body{{font:14px system-ui,sans-serif;max-width:1100px;margin:20px auto;color:#1d2330}} img{{max-width:100%}}
 section{{margin:18px 0}} pre{{background:#f4f5f7;padding:8px;font-size:12px}}
 table{{border-collapse:collapse}} td,th{{padding:2px 10px;border-bottom:1px solid #e3e6eb;text-align:left}}
-.gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0;width:120px;font-size:11px}} figure img{{width:110px}}
+.gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0;width:120px;font-size:11px}} figure img{{width:110px;image-rendering:pixelated}}
 </style></head><body>{head}{body}</body></html>"""
     out.write_text(page, encoding="utf-8")
     return out

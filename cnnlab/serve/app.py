@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,7 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cnnlab.checkpoint import Checkpoint
-from cnnlab.data.images import PixelCapError
+from cnnlab.data.images import PixelCapError, png_data_url
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import normaliser, prepare_image, top_k
 from cnnlab.inspect.maps import conv_layers, feature_maps, kernels, producing_conv
@@ -59,17 +57,7 @@ def png_url(a: np.ndarray, signed: bool = False) -> str:
     else:
         lo, hi = a.min(), a.max()
         img = (a - lo) / max(hi - lo, 1e-12) * 255
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def rgb_png_url(a: np.ndarray) -> str:
-    """(3, H, W) or (1, H, W) uint8 -> PNG data URL."""
-    img = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return png_data_url(np.clip(img, 0, 255).astype(np.uint8))
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -154,7 +142,7 @@ class Service:
         prepared, _ = self.prepare(data)
         return {
             "top": top_k(self.ckpt, prepared, k),
-            "input": rgb_png_url(prepared),
+            "input": png_data_url(prepared),
             "input_shape": list(prepared.shape),
         }
 
@@ -167,7 +155,7 @@ class Service:
                 "maps": [png_url(m) for m in maps[:MAX_MAPS]],
                 "kernel_layer": producing_conv(self.model, name),
             })  # fmt: skip
-        return {"input": rgb_png_url(prepared), "layers": layers}
+        return {"input": png_data_url(prepared), "layers": layers}
 
     def inspect(self, data: bytes, layer: str, channel: int, cls: int | None) -> dict:
         prepared, x = self.prepare(data)
@@ -187,7 +175,7 @@ class Service:
         return out | {
             "saliency": png_url(sal),
             "class": self.ckpt.classes[used],
-            "input": rgb_png_url(prepared),
+            "input": png_data_url(prepared),
         }
 
     def model_info(self) -> dict:
