@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from cnnlab.atomic import atomic_path
 from cnnlab.checkpoint import (
     load_tensors,
     model_from,
@@ -382,16 +383,21 @@ class Trainer:
             state["history"],
         )
 
-    def log(self, row: dict) -> None:
-        with open(self.run / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        path = self.run / "metrics.csv"
-        new = not path.exists()
-        with open(path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+    def write_metrics(self) -> None:
+        """metrics.jsonl and metrics.csv rewritten from the history, so a resumed run never
+        repeats or loses a row whatever moment it was stopped at."""
+        with atomic_path(self.run / "metrics.jsonl") as tmp:
+            tmp.write_text(
+                "".join(json.dumps(row) + "\n" for row in self.history), encoding="utf-8"
+            )
+        fields = list(dict.fromkeys(key for row in self.history for key in row))
+        with (
+            atomic_path(self.run / "metrics.csv") as tmp,
+            open(tmp, "w", newline="", encoding="utf-8") as f,
+        ):
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.history)
 
     # -- the whole run
     def fit(self) -> dict:
@@ -424,12 +430,12 @@ class Trainer:
                 row |= {"val_loss": v["loss"], "val_acc": v["acc"]}
             self.history.append(row)
             if self.world.main:
-                self.log(row)
                 self.save("last")
                 if p.val is not None and row["val_acc"] > self.best_val:
                     self.best_val = row["val_acc"]
                     self.save("best")
                 self.save_resume_state()
+                self.write_metrics()  # last: a row on disk means its epoch can be resumed from
             val = (
                 f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%"
                 if "val_acc" in row
