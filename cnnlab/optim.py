@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
 
@@ -17,16 +18,83 @@ DEFAULT_LR = {
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
+class SGD:
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay.
+
+    The same update and state-dict layout as torch.optim.SGD's multi-tensor path, so either
+    loads the other's state. It exists because constructing or stepping any torch.optim
+    optimizer imports torch._dynamo, about 2.5 s of start-up on a 2-core CPU: a sixth of
+    the 15 s in which the default recipe reaches 99% on MNIST.
+    """
+
+    def __init__(self, params: Iterable, lr: float, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0):  # fmt: skip
+        if nesterov and momentum <= 0:
+            raise CnnlabError("Nesterov momentum needs --momentum > 0")
+        self.params = list(params)
+        self.param_groups = [{"lr": lr, "momentum": momentum, "nesterov": nesterov,
+                              "weight_decay": weight_decay, "dampening": 0.0}]  # fmt: skip
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        params = [self.params[i] for i in live]
+        grads = [p.grad for p in params]
+        if group["weight_decay"]:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        if group["momentum"]:
+            old = [
+                (self.buffers[i], g)
+                for i, g in zip(live, grads, strict=True)
+                if self.buffers[i] is not None
+            ]
+            if old:
+                buffers, old_grads = map(list, zip(*old, strict=True))
+                torch._foreach_mul_(buffers, group["momentum"])
+                torch._foreach_add_(buffers, old_grads)
+            for i, g in zip(live, grads, strict=True):
+                if self.buffers[i] is None:  # the first step starts the buffer at the gradient
+                    self.buffers[i] = g.detach().clone()
+            buffers = [self.buffers[i] for i in live]
+            if group["nesterov"]:
+                grads = torch._foreach_add(grads, buffers, alpha=group["momentum"])
+            else:
+                grads = buffers
+        torch._foreach_add_(params, grads, alpha=-group["lr"])
+
+    def state_dict(self) -> dict:
+        group = {**self.param_groups[0], "params": list(range(len(self.params)))}
+        state = {i: {"momentum_buffer": b} for i, b in enumerate(self.buffers) if b is not None}
+        return {"state": state, "param_groups": [group]}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state["param_groups"][0]
+        self.param_groups[0].update({k: saved[k] for k in self.param_groups[0] if k in saved})
+        self.buffers = [None] * len(self.params)
+        for i, entry in state["state"].items():
+            if "momentum_buffer" in entry and int(i) < len(self.params):
+                self.buffers[int(i)] = entry["momentum_buffer"].to(self.params[int(i)]).clone()
+
+
 def make_optimizer(
     name: str, params: Iterable, lr: float, weight_decay: float, momentum: float = 0.9
-) -> torch.optim.Optimizer:
+) -> torch.optim.Optimizer | SGD:
     params = list(params)
     if name == "sgd":
-        return torch.optim.SGD(params, lr, weight_decay=weight_decay)
+        return SGD(params, lr, weight_decay=weight_decay)
     if name in ("momentum", "nesterov"):
-        return torch.optim.SGD(
-            params, lr, momentum=momentum, nesterov=name == "nesterov", weight_decay=weight_decay
-        )
+        return SGD(params, lr, momentum, nesterov=name == "nesterov", weight_decay=weight_decay)
     if name == "adam":
         return torch.optim.Adam(params, lr, weight_decay=weight_decay)
     if name == "adamw":
@@ -142,3 +210,33 @@ class CurvatureTracker:
             self.v = [h.detach() / norm for h in hv]
             self.lam = norm
         return self.lam
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights, kept in a copy of the model.
+
+    After every optimiser step the copy moves a fraction 1 - d of the way to the live
+    weights, with d = min(decay, (1 + t) / (10 + t)) so the average does not drag the
+    random initialisation along early on. Evaluating the average instead of the last
+    iterate removes most of SGD's step-to-step noise: the test accuracy climbs smoothly
+    and reaches a target sooner. Batch-norm statistics are averaged the same way.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0 < decay < 1:
+            raise CnnlabError(f"--ema must be between 0 and 1 (exclusive), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.pairs = list(
+            zip(self.model.state_dict().values(), model.state_dict().values(), strict=True)
+        )
+        self.float_pairs = [(a, b) for a, b in self.pairs if a.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        weight = 1 - min(self.decay, (1 + step) / (10 + step))
+        averaged, live = map(list, zip(*self.float_pairs, strict=True))
+        torch._foreach_lerp_(averaged, live, weight)
+        for a, b in self.pairs:
+            if not a.is_floating_point():
+                a.copy_(b)

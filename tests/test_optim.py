@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.optim import largest_hessian_eigenvalue, lr_factor, make_optimizer
+from cnnlab.optim import SGD, WeightAverage, largest_hessian_eigenvalue, lr_factor, make_optimizer
 
 
 def test_hessian_eigenvalue_of_a_quadratic_matches_numpy():
@@ -39,3 +39,104 @@ def test_every_optimizer_builds_and_unknown_ones_fail():
     assert make_optimizer("nesterov", p, 0.1, 0.0).param_groups[0]["nesterov"]
     with pytest.raises(CnnlabError, match="unknown optimizer 'lion'"):
         make_optimizer("lion", p, 0.1, 0.0)
+
+
+def _two_models(seed=0):
+    torch.manual_seed(seed)
+    a = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    b = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def _train(model, opt, steps, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"weight_decay": 0.01},
+        {"momentum": 0.9},
+        {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+    ],
+)
+def test_sgd_follows_torch_sgd_step_for_step(kw):
+    ours, theirs = _two_models()
+    _train(ours, SGD(ours.parameters(), 0.1, **kw), 25)
+    _train(theirs, torch.optim.SGD(theirs.parameters(), 0.1, **kw), 25)
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
+    moved = sum(
+        float((p - q).detach().abs().sum())
+        for p, q in zip(ours.parameters(), _two_models()[0].parameters(), strict=True)
+    )
+    assert moved > 0.1  # the comparison above compared trained weights, not the start
+
+
+def test_sgd_state_dict_is_interchangeable_with_torch_sgd():
+    ours, theirs = _two_models()
+    kw = {"momentum": 0.9, "nesterov": True}
+    torch_opt = torch.optim.SGD(theirs.parameters(), 0.05, **kw)
+    _train(theirs, torch_opt, 10)
+    ours.load_state_dict(theirs.state_dict())
+    our_opt = SGD(ours.parameters(), 0.05, **kw)
+    our_opt.load_state_dict(torch_opt.state_dict())
+    _train(ours, our_opt, 10, seed=2)
+    _train(theirs, torch_opt, 10, seed=2)
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+    restored = torch.optim.SGD(theirs.parameters(), 0.05, **kw)
+    restored.load_state_dict(our_opt.state_dict())
+    assert torch.equal(restored.state_dict()["state"][0]["momentum_buffer"], our_opt.buffers[0])
+
+
+def test_training_never_imports_dynamo():
+    """Constructing or stepping a torch.optim optimizer costs ~2.5 s of imports; the default
+    recipe must not pay it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from torch import nn; from cnnlab.optim import make_optimizer\n"
+        "m = nn.Linear(3, 2); o = make_optimizer('nesterov', m.parameters(), 0.1, 5e-4)\n"
+        "m(torch.randn(4, 3)).sum().backward(); o.step()\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_weight_average_follows_its_formula_and_copies_counters():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 3))
+    average = WeightAverage(model, decay=0.9)
+    expected = {k: v.double().numpy().copy() for k, v in model.state_dict().items()}
+    opt = SGD(model.parameters(), 0.5)
+    for step in range(1, 30):
+        loss = (model(torch.randn(8, 4) + 2) - torch.randn(8, 3)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        average.update(step)
+        d = min(0.9, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            live = v.double().numpy()
+            expected[k] = (
+                live if k.endswith("num_batches_tracked") else d * expected[k] + (1 - d) * live
+            )
+    got = average.model.state_dict()
+    for k, v in expected.items():
+        np.testing.assert_allclose(got[k].double().numpy(), v, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(
+        got["1.weight"], model.state_dict()["1.weight"]
+    )  # it lags the live weights
+    with pytest.raises(CnnlabError, match="--ema"):
+        WeightAverage(model, 1.0)
