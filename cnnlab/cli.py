@@ -273,12 +273,26 @@ D = TrainConfig()  # the one place training defaults live
 @click.option(
     "--gamma", default=D.gamma, type=float, help="Decay per epoch for --schedule step.", **SHOW
 )
+@click.option(
+    "--warmup",
+    default=D.warmup,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Fraction of the run spent warming up for --schedule onecycle.",
+    **SHOW,
+)
 @click.option("--weight-decay", default=D.weight_decay, type=float, **SHOW)
 @click.option("--loss", default=D.loss, type=click.Choice(["cross-entropy", "squared"]), **SHOW)
 @click.option(
     "--label-smoothing",
     default=D.label_smoothing,
     type=click.FloatRange(0, 1, max_open=True),
+    **SHOW,
+)
+@click.option(
+    "--ema",
+    default=D.ema,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Evaluate and save an average of the weights with this per-step decay; 0 turns it off.",
     **SHOW,
 )
 @click.option(
@@ -303,6 +317,12 @@ D = TrainConfig()  # the one place training defaults live
     "--channels-last/--no-channels-last",
     default=D.channels_last,
     help="NHWC memory layout for 2-D models.",
+    **SHOW,
+)
+@click.option(
+    "--fast-malloc/--no-fast-malloc",
+    default=D.fast_malloc,
+    help="Keep freed memory in glibc's heap instead of page-faulting it in again every batch.",
     **SHOW,
 )
 @click.option(

@@ -16,16 +16,18 @@ from cnnlab.errors import CnnlabError
 class TrainConfig:
     model: str = zoo.DEFAULT
     data: str = "mnist"
-    epochs: int = 8
-    batch_size: int = 128
+    epochs: int = 10
+    batch_size: int = 256
     optimizer: str = "nesterov"
     lr: float | str | None = None  # None: the optimizer's default; "auto": LeCun's Hessian rule
     momentum: float = 0.9
     schedule: str = "onecycle"
     gamma: float = 0.7
+    warmup: float = 0.1
     weight_decay: float = 5e-4
     loss: str = "cross-entropy"
     label_smoothing: float = 0.1
+    ema: float = 0.99  # decay of the weight average that is evaluated and saved; 0: off
     augment: str = "translate=2"
     val_split: float = 0.1
     seed: int = 0
@@ -39,6 +41,7 @@ class TrainConfig:
     skip_bad: bool = False
     eval_batch_size: int = 1000
     channels_last: bool = True
+    fast_malloc: bool = True
     threads: int | None = None
 
 

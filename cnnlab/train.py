@@ -47,10 +47,12 @@ from cnnlab.infer import Normalise, fit_images, logits
 from cnnlab.optim import (
     DEFAULT_LR,
     CurvatureTracker,
+    WeightAverage,
     largest_hessian_eigenvalue,
     lr_factor,
     make_optimizer,
 )
+from cnnlab.runtime import keep_freed_memory
 from cnnlab.spec import Net
 
 
@@ -198,10 +200,22 @@ class Trainer:
         lr = self._base_lr()
         params = [q for q in self.model.parameters() if q.requires_grad]
         self.opt = make_optimizer(cfg.optimizer, params, lr, cfg.weight_decay, cfg.momentum)
-        factor = lr_factor(
-            cfg.schedule, self.steps_per_epoch * cfg.epochs, self.steps_per_epoch, cfg.gamma
+        self.base_lr = lr
+        self.lr_factor = lr_factor(
+            cfg.schedule,
+            self.steps_per_epoch * cfg.epochs,
+            self.steps_per_epoch,
+            cfg.gamma,
+            cfg.warmup,
         )
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, factor)
+        self.global_step = 0  # optimiser steps taken over the whole run
+        self._apply_lr(0)
+        self.average = WeightAverage(self.model, cfg.ema) if cfg.ema else None
+
+    @property
+    def published(self) -> Net:
+        """The weights that are evaluated and saved: the running average when --ema is on."""
+        return self.average.model if self.average is not None else self.model
 
     # -- learning rate
     def _base_lr(self) -> float:
@@ -233,20 +247,17 @@ class Trainer:
 
     def _follow_curvature(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """--lr auto: refine lambda_max and set the base rate to 0.9 / lambda_max."""
-        step = self.sched.last_epoch
-        if self.tracker is None or not self.tracker.due(step):
+        if self.tracker is None or not self.tracker.due(self.global_step):
             return
         lam = self.tracker.update(x, y)
         if lam > 0:
-            self.sched.base_lrs = [0.9 / lam for _ in self.opt.param_groups]
-            self._apply_lr(step)
+            self.base_lr = 0.9 / lam
+            self._apply_lr(self.global_step)
 
     def _apply_lr(self, step: int) -> None:
-        """Set every group's rate to its base rate times the schedule's factor at `step`."""
-        for group, base, factor in zip(
-            self.opt.param_groups, self.sched.base_lrs, self.sched.lr_lambdas, strict=True
-        ):
-            group["lr"] = base * factor(step)
+        """Set the rate to the base rate times the schedule's factor at `step`."""
+        for group in self.opt.param_groups:
+            group["lr"] = self.base_lr * self.lr_factor(step)
 
     def say(self, text: str) -> None:
         if self.world.main:
@@ -302,7 +313,10 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            self.sched.step()
+            self.global_step += 1
+            self._apply_lr(self.global_step)
+            if self.average is not None:
+                self.average.update(self.global_step)
             if self.step_hook is not None:
                 self.step_hook(self, epoch, step)
             total_loss += value * len(y)
@@ -330,7 +344,7 @@ class Trainer:
         )
 
     def evaluate(self, data: ImageSet) -> dict:
-        out = logits(self.model, data.images, self.p.norm, self.cfg.eval_batch_size)
+        out = logits(self.published, data.images, self.p.norm, self.cfg.eval_batch_size)
         y = data.labels
         return {
             "loss": F.cross_entropy(out, y).item(),
@@ -355,14 +369,18 @@ class Trainer:
         }
 
     def save(self, name: str, extra: dict | None = None) -> Path:
-        return save_checkpoint(self.model, self.meta(extra), self.run / "checkpoints" / name)
+        return save_checkpoint(self.published, self.meta(extra), self.run / "checkpoints" / name)
 
     def save_resume_state(self) -> None:
         tensors, layout = _flatten_optimizer(self.opt.state_dict())
+        if (
+            self.average is not None
+        ):  # last.safetensors holds the average; keep the live weights too
+            tensors |= {f"live.{k}": v for k, v in self.model.state_dict().items()}
         save_tensors(
             tensors or {"_empty": torch.zeros(0)}, self.run / "checkpoints" / "resume.safetensors"
         )
-        state = {"epoch": self.epoch, "step": self.sched.last_epoch, "best_val": self.best_val,
+        state = {"epoch": self.epoch, "step": self.global_step, "best_val": self.best_val,
                  "optimizer": layout, "history": self.history}  # fmt: skip
         save_json(state, self.run / "checkpoints" / "resume.json")
 
@@ -372,11 +390,17 @@ class Trainer:
             run / "checkpoints" / "last.safetensors",
             read_json(run / "checkpoints" / "last.json")["weights_sha256"],
         )
-        self.model.load_state_dict(weights)
+        self.published.load_state_dict(weights)
         tensors = load_tensors(run / "checkpoints" / "resume.safetensors")
+        if self.average is not None:
+            live = {k[5:]: v for k, v in tensors.items() if k.startswith("live.")}
+            if not live:
+                raise CnnlabError(f"{run}: the run was saved without --ema; resume it with --ema 0")
+            self.model.load_state_dict(live)
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("live.")}
         self.opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
-        self.sched.last_epoch = state["step"]
-        self._apply_lr(state["step"])
+        self.global_step = state["step"]
+        self._apply_lr(self.global_step)
         self.epoch, self.best_val, self.history = (
             state["epoch"],
             state["best_val"],
@@ -503,6 +527,8 @@ def resume(run: str | os.PathLike, epochs: int | None = None) -> dict:
 
 
 def _run(cfg: TrainConfig, resume_from: Path | None) -> dict:
+    if cfg.fast_malloc:
+        keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
