@@ -320,6 +320,13 @@ D = TrainConfig()  # the one place training defaults live
     **SHOW,
 )
 @click.option(
+    "--amp",
+    default=D.amp,
+    type=click.Choice(["auto", "bf16", "off"]),
+    help="bfloat16 autocast for training; auto: on GPUs that support it, off on CPUs.",
+    **SHOW,
+)
+@click.option(
     "--fast-malloc/--no-fast-malloc",
     default=D.fast_malloc,
     help="Keep freed memory in glibc's heap instead of page-faulting it in again every batch.",

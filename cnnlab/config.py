@@ -42,6 +42,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     channels_last: bool = True
     fast_malloc: bool = True
+    amp: str = "auto"  # bfloat16 autocast: auto = on supporting GPUs only
     threads: int | None = None
 
 

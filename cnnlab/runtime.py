@@ -5,6 +5,10 @@ from __future__ import annotations
 import ctypes
 import sys
 
+import torch
+
+from cnnlab.errors import CnnlabError
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt() parameters from glibc's malloc.h
 
 
@@ -27,3 +31,21 @@ def keep_freed_memory(threshold: int = 1 << 30) -> bool:
         )
     except (OSError, AttributeError):
         return False
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """--amp auto|bf16|off -> the autocast dtype for training, or None for float32.
+
+    auto turns bfloat16 on for GPUs that support it. On CPUs it stays off: with AMX or
+    AVX512-BF16 it may pay, but that has not been measured against float32 accuracy here
+    (this project's CPU emulates bf16, which is slower); `--amp bf16` forces it anywhere.
+    """
+    if amp not in ("auto", "bf16", "off"):
+        raise CnnlabError(f"--amp: expected auto, bf16 or off, got {amp!r}")
+    if amp == "off" or (
+        amp == "auto" and not (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    ):
+        return None
+    if device.type not in ("cpu", "cuda"):
+        raise CnnlabError(f"--amp bf16: mixed precision is not supported on {device.type}")
+    return torch.bfloat16

@@ -52,7 +52,7 @@ from cnnlab.optim import (
     lr_factor,
     make_optimizer,
 )
-from cnnlab.runtime import keep_freed_memory
+from cnnlab.runtime import autocast_dtype, keep_freed_memory
 from cnnlab.spec import Net
 
 
@@ -211,6 +211,7 @@ class Trainer:
         self.global_step = 0  # optimiser steps taken over the whole run
         self._apply_lr(0)
         self.average = WeightAverage(self.model, cfg.ema) if cfg.ema else None
+        self.amp_dtype = autocast_dtype(cfg.amp, p.device)
 
     @property
     def published(self) -> Net:
@@ -287,9 +288,15 @@ class Trainer:
                 yield self.images[idx], self.labels[idx]
             return
         loader = DataLoader(Rows(self.images, self.p.train.labels), batch_sampler=[b.tolist() for b in batches],
-                            num_workers=self.workers, persistent_workers=False)  # fmt: skip
+                            num_workers=self.workers, persistent_workers=False,
+                            pin_memory=self.p.device.type == "cuda")  # fmt: skip
         for x, y in loader:
-            yield x.to(self.p.device), y.to(self.p.device)
+            yield x.to(self.p.device, non_blocking=True), y.to(self.p.device, non_blocking=True)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.p.device.type, self.amp_dtype)
 
     def train_epoch(self, epoch: int) -> dict:
         cfg, world = self.cfg, self.world
@@ -305,8 +312,9 @@ class Trainer:
             bar.update()
             x = self._prepare_batch(raw, gen)
             self._follow_curvature(x, y)
-            out = self.net(x)
-            loss = self.loss_fn(out, y)
+            with self._autocast():
+                out = self.net(x)
+            loss = self.loss_fn(out.float(), y)
             value = loss.item()
             if not math.isfinite(value):
                 self._diverged(epoch, step, value)
@@ -438,7 +446,8 @@ class Trainer:
         self.say(f"training {self.model.spec['name']} ({sum(q.numel() for q in self.model.parameters()):,} parameters) "
                  f"on {len(p.train)} images of {'x'.join(map(str, p.train.shape))}, validating on {n_val}; "
                  f"{cfg.epochs} epochs of {self.steps_per_epoch} batches of {cfg.batch_size} on {p.device}"
-                 f"{f' x {self.world.size} processes' if self.world.size > 1 else ''}; run: {self.run}")  # fmt: skip
+                 f"{f' x {self.world.size} processes' if self.world.size > 1 else ''}"
+                 f"{', bf16 autocast' if self.amp_dtype else ''}; run: {self.run}")  # fmt: skip
         while self.epoch < cfg.epochs:
             try:
                 row = self.train_epoch(self.epoch + 1)
