@@ -235,8 +235,9 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, step: int) -> None:
         weight = 1 - min(self.decay, (1 + step) / (10 + step))
-        averaged, live = map(list, zip(*self.float_pairs, strict=True))
-        torch._foreach_lerp_(averaged, live, weight)
+        if self.float_pairs:
+            averaged, live = map(list, zip(*self.float_pairs, strict=True))
+            torch._foreach_lerp_(averaged, live, weight)
         for a, b in self.pairs:
             if not a.is_floating_point():
                 a.copy_(b)

@@ -381,9 +381,8 @@ class Trainer:
 
     def save_resume_state(self) -> None:
         tensors, layout = _flatten_optimizer(self.opt.state_dict())
-        if (
-            self.average is not None
-        ):  # last.safetensors holds the average; keep the live weights too
+        if self.average is not None:
+            # last.safetensors holds the average, so the live weights are kept here
             tensors |= {f"live.{k}": v for k, v in self.model.state_dict().items()}
         save_tensors(
             tensors or {"_empty": torch.zeros(0)}, self.run / "checkpoints" / "resume.safetensors"
@@ -403,7 +402,9 @@ class Trainer:
         if self.average is not None:
             live = {k[5:]: v for k, v in tensors.items() if k.startswith("live.")}
             if not live:
-                raise CnnlabError(f"{run}: the run was saved without --ema; resume it with --ema 0")
+                raise CnnlabError(
+                    f"{run}/checkpoints/resume.safetensors: no live weights beside the weight average (--ema {self.cfg.ema})"
+                )
             self.model.load_state_dict(live)
             tensors = {k: v for k, v in tensors.items() if not k.startswith("live.")}
         self.opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
@@ -525,12 +526,16 @@ def train(cfg: TrainConfig) -> dict:
     return _run(cfg, None)
 
 
+# Runs saved before these options existed trained with these values, not today's defaults.
+BEFORE_FIELD_EXISTED = {"ema": 0.0, "warmup": 0.2}
+
+
 def resume(run: str | os.PathLike, epochs: int | None = None) -> dict:
     """Continue the run in RUN from its last epoch, with its saved config (optionally more epochs)."""
     run = Path(run)
     if not (run / "checkpoints" / "resume.json").is_file():
         raise CnnlabError(f"{run}: nothing to resume (no checkpoints/resume.json)")
-    saved = load_config(run / "config.yaml")
+    saved = {**BEFORE_FIELD_EXISTED, **load_config(run / "config.yaml")}
     cfg = TrainConfig(**{**saved, "out": str(run), **({"epochs": epochs} if epochs else {})})
     return _run(cfg, run)
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train import TrainConfig, load_config, squared_error, train
+from cnnlab.train import TrainConfig, load_config, resume, squared_error, train
 from tests.conftest import TINY_SPEC, make_tiny_idx
 
 
@@ -59,6 +59,17 @@ def test_default_recipe_never_imports_dynamo(tiny, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "dynamo imported: False" in out.stdout
+
+
+def test_runs_saved_before_weight_averaging_resume_as_they_were_trained(tiny, tmp_path):
+    train(_cfg(tiny, tmp_path, epochs=1, ema=0.0, warmup=0.2))
+    config = tmp_path / "run" / "config.yaml"
+    lines = config.read_text().splitlines()
+    config.write_text("\n".join(x for x in lines if not x.startswith(("ema:", "warmup:"))) + "\n")
+    result = resume(tmp_path / "run", epochs=2)
+    assert result["epochs"] == 2 and result["test_acc"] > 0.5
+    saved = load_config(config)
+    assert saved["ema"] == 0.0 and saved["warmup"] == 0.2
 
 
 def test_bf16_autocast_trains_and_saves_float32(tiny, tmp_path, capsys):
