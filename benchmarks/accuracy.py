@@ -80,6 +80,19 @@ ROWS = [
         1,
         0.9965,
     ),
+    (
+        "mnistnet-wide + rotation/scale",
+        "mnistnet-wide",
+        {
+            "val_split": 0.0,
+            "batch_size": 128,
+            "warmup": 0.2,
+            "augment": "translate=2,affine=10:0.1",
+        },
+        18,
+        1,
+        0.9965,
+    ),
 ]
 
 

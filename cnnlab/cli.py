@@ -298,7 +298,7 @@ D = TrainConfig()  # the one place training defaults live
 @click.option(
     "--augment",
     default=D.augment,
-    help="Comma list: translate=S, flip, color=A, pca=S, elastic=A:G, or none.",
+    help="Comma list: translate=S, flip, color=A, pca=S, elastic=A:G, affine=R:S, or none.",
     **SHOW,
 )
 @click.option(

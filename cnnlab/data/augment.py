@@ -7,6 +7,8 @@ An augmentation is written as a comma list, e.g. "translate=2,flip,color=0.2,pca
   pca=S         AlexNet's lighting noise: add eigvec @ (alpha * eigval), alpha ~ N(0, S)
   elastic=A:G   elastic distortion (Simard et al. 2003): smoothed random displacement
                 fields of strength A pixels and Gaussian width G (default 34:4 scaled to 28px)
+  affine=R:S    rotate by up to R degrees and scale by a factor in [1-S, 1+S] about the
+                centre (default 10:0.1)
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
 
-DEFAULTS = {"translate": "2", "flip": "", "color": "0.2", "pca": "0.1", "elastic": "34:4"}
+DEFAULTS = {
+    "translate": "2",
+    "flip": "",
+    "color": "0.2",
+    "pca": "0.1",
+    "elastic": "34:4",
+    "affine": "10:0.1",
+}
 
 
 @dataclass
@@ -127,4 +136,18 @@ def _elastic(aug, x, arg, gen):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-APPLY = {"translate": _translate, "flip": _flip, "color": _color, "pca": _pca, "elastic": _elastic}
+def _affine(aug, x, arg, gen):
+    parts = [float(v) for v in arg.split(":")]
+    degrees, spread = parts[0], parts[1] if len(parts) > 1 else 0.1
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * degrees * torch.pi / 180
+    zoom = 1 + (torch.rand(n, generator=gen) * 2 - 1) * spread
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # output -> input coordinates
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+APPLY = {"translate": _translate, "flip": _flip, "color": _color, "pca": _pca, "elastic": _elastic,
+         "affine": _affine}  # fmt: skip

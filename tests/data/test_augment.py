@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +77,38 @@ def test_bad_augment_names():
     with pytest.raises(CnnlabError, match="unknown 'rotate'"):
         parse("translate,rotate")
     assert not parse("none")
+
+
+def _bilinear_zero_pad(img, ys, xs):
+    """Sample img (H, W) at fractional pixel centres (ys, xs), zero outside."""
+    h, w = img.shape
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    out = np.zeros_like(ys)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            yy, xx = y0 + dy, x0 + dx
+            weight = (1 - np.abs(ys - yy)) * (1 - np.abs(xs - xx))
+            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            out += np.where(inside, img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)], 0) * weight
+    return out
+
+
+def test_affine_rotates_and_scales_about_the_centre_like_a_numpy_reference():
+    x = torch.rand(3, 1, 12, 10)
+    gen = torch.Generator().manual_seed(5)
+    got = parse("affine=20:0.2")(x, gen)
+    gen = torch.Generator().manual_seed(5)  # the same draws, for the reference
+    angle = (torch.rand(3, generator=gen) * 2 - 1).numpy() * 20 * np.pi / 180
+    zoom = 1 + (torch.rand(3, generator=gen) * 2 - 1).numpy() * 0.2
+    h, w = 12, 10
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    u, v = (2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1  # pixel centres in [-1, 1]
+    for i in range(3):
+        c, s = np.cos(angle[i]) / zoom[i], np.sin(angle[i]) / zoom[i]
+        su, sv = c * u - s * v, s * u + c * v  # where each output pixel reads from
+        want = _bilinear_zero_pad(
+            x[i, 0].double().numpy(), ((sv + 1) * h - 1) / 2, ((su + 1) * w - 1) / 2
+        )
+        np.testing.assert_allclose(got[i, 0].numpy(), want, atol=1e-5)
+    assert not torch.allclose(got, x)
+    assert torch.allclose(parse("affine=0:0")(x, gen), x, atol=1e-6)
