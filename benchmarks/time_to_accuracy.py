@@ -55,20 +55,13 @@ class Tracker:
 
 
 def run_cnnlab(seed: int, fast: bool = True) -> dict:
-    import torch
-
     from cnnlab.config import TrainConfig
-    from cnnlab.runtime import keep_freed_memory
-    from cnnlab.train import Trainer, World, prepare
+    from cnnlab.train import make_trainer
 
     out = os.environ.get("TTA_OUT", "/tmp/cnnlab-tta")
     cfg = TrainConfig(seed=seed, out=out, val_split=0.0, channels_last=fast, fast_malloc=fast)
-    if cfg.fast_malloc:  # what `cnnlab train` does first
-        keep_freed_memory()
-    torch.manual_seed(seed)
-    p = prepare(cfg)
-    trainer = Trainer(p, World())
-    tracker = Tracker(lambda: trainer.evaluate(p.test)["acc"], trainer.steps_per_epoch)
+    trainer = make_trainer(cfg)
+    tracker = Tracker(lambda: trainer.evaluate(trainer.p.test)["acc"], trainer.steps_per_epoch)
     trainer.step_hook = lambda t, epoch, step: tracker((epoch - 1) * t.steps_per_epoch + step + 1)
     result = trainer.fit()
     return {"hits": tracker.hits, "final_acc": result["test_acc"], "evals": tracker.evals,

@@ -227,17 +227,17 @@ class WeightAverage:
             raise CnnlabError(f"--ema must be between 0 and 1 (exclusive), got {decay}")
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.pairs = list(
+        pairs = list(
             zip(self.model.state_dict().values(), model.state_dict().values(), strict=True)
         )
-        self.float_pairs = [(a, b) for a, b in self.pairs if a.is_floating_point()]
+        self.averaged = [a for a, _ in pairs if a.is_floating_point()]
+        self.live = [b for a, b in pairs if a.is_floating_point()]
+        self.counters = [(a, b) for a, b in pairs if not a.is_floating_point()]  # BN batch counts
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         weight = 1 - min(self.decay, (1 + step) / (10 + step))
-        if self.float_pairs:
-            averaged, live = map(list, zip(*self.float_pairs, strict=True))
-            torch._foreach_lerp_(averaged, live, weight)
-        for a, b in self.pairs:
-            if not a.is_floating_point():
-                a.copy_(b)
+        if self.averaged:
+            torch._foreach_lerp_(self.averaged, self.live, weight)
+        for averaged, live in self.counters:
+            averaged.copy_(live)

@@ -540,15 +540,20 @@ def resume(run: str | os.PathLike, epochs: int | None = None) -> dict:
     return _run(cfg, run)
 
 
-def _run(cfg: TrainConfig, resume_from: Path | None) -> dict:
+def make_trainer(cfg: TrainConfig) -> Trainer:
+    """Process settings, data, model and process group, set up the way `cnnlab train` does."""
     if cfg.fast_malloc:
         keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
     prepared = prepare(cfg)
-    world = init_world(prepared.device)
-    trainer = Trainer(prepared, world)
+    return Trainer(prepared, init_world(prepared.device))
+
+
+def _run(cfg: TrainConfig, resume_from: Path | None) -> dict:
+    trainer = make_trainer(cfg)
+    world = trainer.world
     if resume_from is not None:
         trainer.load_resume_state(resume_from)
         trainer.say(f"resuming {resume_from} after epoch {trainer.epoch}")

@@ -77,15 +77,10 @@ class ImageSet:
         c = self.shape[0]
         counts = torch.zeros(c, 256, dtype=torch.float64)
         images, count = self.images, len(self)
-        if (
-            self.streamed and count > 5000
-        ):  # a seeded sample: reading every file twice costs too much
-            pick = (
-                torch.randperm(count, generator=torch.Generator().manual_seed(0))[:5000]
-                .sort()
-                .values
-            )
-            images, count = images.select(pick), 5000
+        if self.streamed and count > 5000:
+            # a seeded sample: reading every file twice costs too much
+            pick = torch.randperm(count, generator=torch.Generator().manual_seed(0))[:5000]
+            images, count = images.select(pick.sort().values), 5000
         for start in range(0, count, 8192):
             chunk = images[start : start + 8192]
             for channel in range(c):

@@ -39,13 +39,8 @@ class LazyImages:
 
     def __init__(self, files: list[Path], channels: int, size: tuple[int, int], pad: tuple[int, int] = (0, 0),
                  max_pixels: int = MAX_PIXELS):  # fmt: skip
-        self.files, self.channels, self.size, self.pad, self.max_pixels = (
-            files,
-            channels,
-            size,
-            pad,
-            max_pixels,
-        )
+        self.files, self.channels, self.size = files, channels, size
+        self.pad, self.max_pixels = pad, max_pixels
 
     @property
     def shape(self) -> torch.Size:
