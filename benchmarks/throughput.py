@@ -29,7 +29,7 @@ from cnnlab.spec import build
 sys.path.insert(0, str(Path(__file__).parent))
 from common import headline  # noqa: E402
 
-MODELS = ["lenet5", "mnist-1conv", "mnistnet", "mnistnet-wide", "resnet20"]
+MODELS = ["lenet5", "mnist-1conv", "mnistnet", "mnistnet-wide", "mnistnet-deep", "resnet20"]
 
 
 def _timed(fn, seconds: float = 3.0) -> float:
