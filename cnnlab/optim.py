@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -132,6 +133,22 @@ def lr_factor(
     raise CnnlabError(f"unknown schedule '{schedule}'; choose from {', '.join(SCHEDULES)}")
 
 
+@contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Undo what forward passes inside the block do to buffers (batch-norm running statistics).
+
+    Hessian-vector products need train-mode forwards, which would otherwise nudge the
+    running statistics towards the probed batches once more per probe.
+    """
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), saved, strict=True):
+                buffer.copy_(value)
+
+
 def largest_hessian_eigenvalue(
     model: nn.Module,
     loss_fn: Callable,
@@ -153,11 +170,12 @@ def largest_hessian_eigenvalue(
     for _ in range(iterations):
         hv = [torch.zeros_like(p) for p in params]
         for x, y in batches:
-            loss = loss_fn(model(x), y)
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-            dot = sum((g * t).sum() for g, t in zip(grads, v, strict=True))
-            for acc, h in zip(hv, torch.autograd.grad(dot, params), strict=True):
-                acc += h / len(batches)
+            with buffers_kept(model):
+                loss = loss_fn(model(x), y)
+                grads = torch.autograd.grad(loss, params, create_graph=True)
+                dot = sum((g * t).sum() for g, t in zip(grads, v, strict=True))
+                for acc, h in zip(hv, torch.autograd.grad(dot, params), strict=True):
+                    acc += h / len(batches)
         estimate = sum(
             float((h * t).sum()) for h, t in zip(hv, v, strict=True)
         )  # Rayleigh quotient
@@ -199,10 +217,11 @@ class CurvatureTracker:
         return step < self.warm_steps or step % self.every == 0
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        loss = self.loss_fn(self.model(x), y)
-        grads = torch.autograd.grad(loss, self.params, create_graph=True)
-        dot = sum((g * t).sum() for g, t in zip(grads, self.v, strict=True))
-        hv = torch.autograd.grad(dot, self.params)
+        with buffers_kept(self.model):
+            loss = self.loss_fn(self.model(x), y)
+            grads = torch.autograd.grad(loss, self.params, create_graph=True)
+            dot = sum((g * t).sum() for g, t in zip(grads, self.v, strict=True))
+            hv = torch.autograd.grad(dot, self.params)
         norm = math.sqrt(
             sum(float((h * h).sum()) for h in hv)
         )  # |Hv| >= v.Hv: errs on the safe side

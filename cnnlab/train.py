@@ -384,11 +384,15 @@ class Trainer:
         if self.average is not None:
             # last.safetensors holds the average, so the live weights are kept here
             tensors |= {f"live.{k}": v for k, v in self.model.state_dict().items()}
+        if self.tracker is not None:  # --lr auto: the power iteration goes on where it was
+            tensors |= {f"curvature.{i}": v for i, v in enumerate(self.tracker.v)}
         save_tensors(
             tensors or {"_empty": torch.zeros(0)}, self.run / "checkpoints" / "resume.safetensors"
         )
         state = {"epoch": self.epoch, "step": self.global_step, "best_val": self.best_val,
                  "optimizer": layout, "history": self.history}  # fmt: skip
+        if self.tracker is not None:
+            state["lambda_max"] = self.tracker.lam
         save_json(state, self.run / "checkpoints" / "resume.json")
 
     def load_resume_state(self, run: Path) -> None:
@@ -406,7 +410,11 @@ class Trainer:
                     f"{run}/checkpoints/resume.safetensors: no live weights beside the weight average (--ema {self.cfg.ema})"
                 )
             self.model.load_state_dict(live)
-            tensors = {k: v for k, v in tensors.items() if not k.startswith("live.")}
+        if self.tracker is not None and state.get("lambda_max"):
+            self.tracker.v = [tensors[f"curvature.{i}"] for i in range(len(self.tracker.v))]
+            self.tracker.lam = state["lambda_max"]
+            self.base_lr = 0.9 / self.tracker.lam
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(("live.", "curvature."))}
         self.opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
         self.global_step = state["step"]
         self._apply_lr(self.global_step)

@@ -4,7 +4,14 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.optim import SGD, WeightAverage, largest_hessian_eigenvalue, lr_factor, make_optimizer
+from cnnlab.optim import (
+    SGD,
+    CurvatureTracker,
+    WeightAverage,
+    largest_hessian_eigenvalue,
+    lr_factor,
+    make_optimizer,
+)
 
 
 def test_hessian_eigenvalue_of_a_quadratic_matches_numpy():
@@ -18,6 +25,18 @@ def test_hessian_eigenvalue_of_a_quadratic_matches_numpy():
     lam = largest_hessian_eigenvalue(model, loss, [(x, y)], iterations=100)
     expected = np.linalg.eigvalsh((x.T @ x / 64).numpy()).max()
     assert lam == pytest.approx(expected, rel=1e-6)
+
+
+def test_curvature_probes_leave_batchnorm_statistics_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(32, 4) * 5 + 3, torch.randint(0, 3, (32,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss = nn.functional.cross_entropy
+    largest_hessian_eigenvalue(model, loss, [(x, y)], iterations=3)
+    assert CurvatureTracker(model, loss).update(x, y) > 0
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
 
 
 def test_schedules():

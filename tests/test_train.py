@@ -153,6 +153,15 @@ def test_lr_auto_follows_the_largest_hessian_eigenvalue(tiny, tmp_path, capsys):
     assert math.isfinite(last["train_loss"]) and result["test_acc"] > 0.5
 
 
+def test_lr_auto_resumes_its_curvature_estimate(tiny, tmp_path):
+    auto = {"optimizer": "sgd", "lr": "auto", "schedule": "constant", "epochs": 3}
+    whole = train(_cfg(tiny, tmp_path / "whole", **auto))
+    train(_cfg(tiny, tmp_path / "part", **{**auto, "epochs": 1}))
+    resumed = resume(tmp_path / "part" / "run", epochs=3)
+    assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in whole["history"]]
+    assert resumed["test_acc"] == whole["test_acc"]
+
+
 def test_squared_error_matches_its_formula():
     out = torch.randn(5, 3, dtype=torch.float64)
     y = torch.tensor([0, 2, 1, 1, 0])
