@@ -1,6 +1,6 @@
 """Test accuracy on the full MNIST test set for the seeds' networks and cnnlab's recipes.
 
-    python benchmarks/accuracy.py            # every row (about 20 minutes on 2 cores)
+    python benchmarks/accuracy.py            # every row (about 30 minutes on 2 cores)
     python benchmarks/accuracy.py --quick    # fewer epochs, a smoke test of the table
     python benchmarks/accuracy.py --only lenet5
     python benchmarks/accuracy.py --only deep --seeds 0,1,2   # median of three seeds
