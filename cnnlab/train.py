@@ -411,7 +411,13 @@ class Trainer:
                 )
             self.model.load_state_dict(live)
         if self.tracker is not None and state.get("lambda_max"):
-            self.tracker.v = [tensors[f"curvature.{i}"] for i in range(len(self.tracker.v))]
+            shapes = [p.shape for p in self.tracker.params]
+            saved = [tensors.get(f"curvature.{i}") for i in range(len(shapes))]
+            if any(v is None or v.shape != shape for v, shape in zip(saved, shapes, strict=True)):
+                raise CnnlabError(
+                    f"{run}/checkpoints/resume.safetensors: the --lr auto eigenvector is missing or does not fit the model"
+                )
+            self.tracker.v = [v.to(p) for v, p in zip(saved, self.tracker.params, strict=True)]
             self.tracker.lam = state["lambda_max"]
             self.base_lr = 0.9 / self.tracker.lam
         tensors = {k: v for k, v in tensors.items() if not k.startswith(("live.", "curvature."))}

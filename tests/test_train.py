@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from cnnlab.errors import CnnlabError
 from cnnlab.train import TrainConfig, load_config, resume, squared_error, train
@@ -160,6 +160,13 @@ def test_lr_auto_resumes_its_curvature_estimate(tiny, tmp_path):
     resumed = resume(tmp_path / "part" / "run", epochs=3)
     assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in whole["history"]]
     assert resumed["test_acc"] == whole["test_acc"]
+    state = tmp_path / "part" / "run" / "checkpoints" / "resume.safetensors"
+    kept = {k: v for k, v in load_file(state).items() if not k.startswith("curvature.")}
+    save_file(kept, state)
+    with pytest.raises(
+        CnnlabError, match=r"resume.safetensors: the --lr auto eigenvector is missing"
+    ):
+        resume(tmp_path / "part" / "run", epochs=4)
 
 
 def test_squared_error_matches_its_formula():
