@@ -149,6 +149,38 @@ def buffers_kept(model: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
+def lecun_rate(lam: float) -> float:
+    """A little under 1/lambda_max, the fastest rate that is stable along every direction."""
+    return 0.9 / lam
+
+
+def _norm(tensors) -> float:
+    return math.sqrt(sum(float((t * t).sum()) for t in tensors))
+
+
+def _random_unit_vector(params: list[torch.Tensor], seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    v = [torch.randn(p.shape, generator=gen).to(p) for p in params]
+    norm = _norm(v)
+    return [t / norm for t in v]
+
+
+def hessian_vector_product(
+    model: nn.Module,
+    loss_fn: Callable,
+    params: list[torch.Tensor],
+    v: list[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Hv = d/dw (grad L . v) on one batch, leaving batch-norm running statistics as they were."""
+    with buffers_kept(model):
+        loss = loss_fn(model(x), y)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        dot = sum((g * t).sum() for g, t in zip(grads, v, strict=True))
+        return torch.autograd.grad(dot, params)
+
+
 def largest_hessian_eigenvalue(
     model: nn.Module,
     loss_fn: Callable,
@@ -158,28 +190,23 @@ def largest_hessian_eigenvalue(
 ) -> float:
     """lambda_max of the loss Hessian by power iteration on Hessian-vector products.
 
-    Each iteration computes Hv = d/dw (grad L . v) averaged over the given batches
-    (LeCun et al., "Efficient BackProp", 1998, section 9.4).
+    Each iteration computes Hv averaged over the given batches (LeCun et al., "Efficient
+    BackProp", 1998, section 9.4).
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    gen = torch.Generator().manual_seed(seed)
-    v = [torch.randn(p.shape, generator=gen).to(p) for p in params]
-    norm = math.sqrt(sum(float((t * t).sum()) for t in v))
-    v = [t / norm for t in v]
+    v = _random_unit_vector(params, seed)
     estimate = 0.0
     for _ in range(iterations):
         hv = [torch.zeros_like(p) for p in params]
         for x, y in batches:
-            with buffers_kept(model):
-                loss = loss_fn(model(x), y)
-                grads = torch.autograd.grad(loss, params, create_graph=True)
-                dot = sum((g * t).sum() for g, t in zip(grads, v, strict=True))
-                for acc, h in zip(hv, torch.autograd.grad(dot, params), strict=True):
-                    acc += h / len(batches)
+            for acc, h in zip(
+                hv, hessian_vector_product(model, loss_fn, params, v, x, y), strict=True
+            ):
+                acc += h / len(batches)
         estimate = sum(
             float((h * t).sum()) for h, t in zip(hv, v, strict=True)
         )  # Rayleigh quotient
-        norm = math.sqrt(sum(float((h * h).sum()) for h in hv))
+        norm = _norm(hv)
         if norm == 0 or not math.isfinite(norm):
             raise CnnlabError("--lr auto: the Hessian-vector product vanished or overflowed")
         v = [h / norm for h in hv]
@@ -193,7 +220,7 @@ class CurvatureTracker:
     in the first hundred steps, so a single estimate at the start gives a rate that
     diverges. LeCun et al. (1998, section 9.4) therefore estimate lambda_max on-line; here
     one Hessian-vector product refines the same eigenvector every step at first and every
-    `every` steps later, and the rate follows as 0.9 / lambda_max. Tracking the top
+    `every` steps later, and the rate follows as `lecun_rate(lambda_max)`. Tracking the top
     eigenvalue keeps the run stable; the rate is conservative along flatter directions.
     """
 
@@ -207,24 +234,15 @@ class CurvatureTracker:
     ):
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.model, self.loss_fn, self.warm_steps, self.every = model, loss_fn, warm_steps, every
-        gen = torch.Generator().manual_seed(seed)
-        v = [torch.randn(p.shape, generator=gen).to(p) for p in self.params]
-        norm = math.sqrt(sum(float((t * t).sum()) for t in v))
-        self.v = [t / norm for t in v]
+        self.v = _random_unit_vector(self.params, seed)
         self.lam = 0.0
 
     def due(self, step: int) -> bool:
         return step < self.warm_steps or step % self.every == 0
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        with buffers_kept(self.model):
-            loss = self.loss_fn(self.model(x), y)
-            grads = torch.autograd.grad(loss, self.params, create_graph=True)
-            dot = sum((g * t).sum() for g, t in zip(grads, self.v, strict=True))
-            hv = torch.autograd.grad(dot, self.params)
-        norm = math.sqrt(
-            sum(float((h * h).sum()) for h in hv)
-        )  # |Hv| >= v.Hv: errs on the safe side
+        hv = hessian_vector_product(self.model, self.loss_fn, self.params, self.v, x, y)
+        norm = _norm(hv)  # |Hv| >= v.Hv: errs on the safe side
         if norm > 0 and math.isfinite(norm):
             self.v = [h.detach() / norm for h in hv]
             self.lam = norm

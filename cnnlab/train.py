@@ -49,6 +49,7 @@ from cnnlab.optim import (
     CurvatureTracker,
     WeightAverage,
     largest_hessian_eigenvalue,
+    lecun_rate,
     lr_factor,
     make_optimizer,
 )
@@ -240,19 +241,19 @@ class Trainer:
             idx = torch.randint(0, len(self.images), (self.cfg.batch_size,), generator=gen)
             batches.append((self.p.norm(self.images[idx]), self.labels[idx]))
         lam = largest_hessian_eigenvalue(self.model, self.loss_fn, batches, seed=self.cfg.seed)
-        lr = 0.9 / lam
+        lr = lecun_rate(lam)
         self.say(f"--lr auto: largest Hessian eigenvalue {lam:.4g} over 4 batches -> learning rate 0.9/lambda = {lr:.4g}"
                  " (re-estimated on-line as training proceeds)")  # fmt: skip
         self.tracker = CurvatureTracker(self.model, self.loss_fn, seed=self.cfg.seed)
         return lr
 
     def _follow_curvature(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """--lr auto: refine lambda_max and set the base rate to 0.9 / lambda_max."""
+        """--lr auto: refine lambda_max and set the base rate from it."""
         if self.tracker is None or not self.tracker.due(self.global_step):
             return
         lam = self.tracker.update(x, y)
         if lam > 0:
-            self.base_lr = 0.9 / lam
+            self.base_lr = lecun_rate(lam)
             self._apply_lr(self.global_step)
 
     def _apply_lr(self, step: int) -> None:
@@ -419,7 +420,7 @@ class Trainer:
                 )
             self.tracker.v = [v.to(p) for v, p in zip(saved, self.tracker.params, strict=True)]
             self.tracker.lam = state["lambda_max"]
-            self.base_lr = 0.9 / self.tracker.lam
+            self.base_lr = lecun_rate(self.tracker.lam)
         tensors = {k: v for k, v in tensors.items() if not k.startswith(("live.", "curvature."))}
         self.opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
         self.global_step = state["step"]
