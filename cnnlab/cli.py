@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
+from cnnlab.train.config import AMP_MODES, DEFAULTS, DEVICES, LOSSES, OPTIMIZERS, SCHEDULES
 
 SHOW = {"show_default": True}
 
@@ -76,7 +76,8 @@ def data_fetch(name: str, source: str | None, cache_dir: str | None) -> None:
 _LOAD_OPTIONS = [
     click.option(
         "--channels",
-        type=click.Choice(["1", "3"]),
+        type=int,
+        metavar="[1|3]",
         help="Force gray (1) or RGB (3) [default: inferred].",
     ),
     click.option("--size", help="Resize images to HxW, e.g. 32x32 [default: keep]."),
@@ -93,11 +94,13 @@ def _load_options(f):
 
 
 def _load(src: str, split: str, channels, size, skip_bad, required=True):
-    from cnnlab.config import parse_size
     from cnnlab.data import load_data
+    from cnnlab.train.config import check_values, parse_size
 
+    flags = {"channels": channels, "size": size}
+    checked = check_values(flags, dict.fromkeys(flags, "flag"))  # the checks `train` makes too
     found = load_data(
-        src, split, int(channels) if channels else None, parse_size(size), skip_bad, required
+        src, split, checked["channels"], parse_size(checked["size"]), skip_bad, required
     )
     if found is not None and found.skipped:
         click.echo(f"skipped {len(found.skipped)} unreadable file(s):", err=True)
@@ -149,14 +152,14 @@ def data_convert(src: str, out: str, fmt: str, channels, size, skip_bad) -> None
 def _model_options(f):
     f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Edit the spec, e.g. pool1.mode=mean (repeatable).")(f)  # fmt: skip
-    f = click.option("--classes", type=click.IntRange(1), help="Rebuild for this many classes.")(f)
+    f = click.option("--classes", type=int, help="Rebuild for this many classes.")(f)
     return click.option("--input", "input_shape", help="Rebuild for input C,H,W (or C,L).")(f)
 
 
 def _build(ref: str, input_shape: str | None, classes: int | None, overrides=()):
     """The model MODEL names; a checkpoint keeps its weights unless the architecture changes."""
     from cnnlab.checkpoint import model_from
-    from cnnlab.config import parse_shape
+    from cnnlab.train.config import parse_shape
 
     model, state = model_from(ref, parse_shape(input_shape), classes, overrides)
     if state is not None and not (input_shape or classes or overrides):
@@ -237,104 +240,62 @@ def gradcheck_cmd(
 
 
 # ---------------------------------------------------------------- training
-D = TrainConfig()  # the one place training defaults live
+def _train_option(name: str, help: str | None = None, choices=None, **kw):
+    """A flag for TrainConfig field NAME: its default from the dataclass, its choices from the
+    registry the code uses, its value checked by TrainConfig itself (the same check a config
+    file gets), so nothing about it is written twice."""
+    default = DEFAULTS[name]
+    if choices is not None:
+        kw["metavar"] = "[" + "|".join(map(str, choices)) + "]"
+    if isinstance(default, bool):
+        flag = name.replace("_", "-")
+        return click.option(f"--{flag}/--no-{flag}", default=default, help=help, **SHOW, **kw)
+    if "type" not in kw and default is not None:
+        kw["type"] = type(default)
+    return click.option(f"--{name.replace('_', '-')}", name, default=default, help=help,
+                        show_default=default is not None, **kw)  # fmt: skip
 
 
 @cli.command("train")
-@click.option(
-    "--model", default=D.model, help="Zoo name, spec file, or checkpoint to start from.", **SHOW
+@_train_option("model", "Zoo name, spec file, or checkpoint to start from.")
+@_train_option("data", "mnist, an image folder, an IDX pair or directory, or CIFAR-10 batches.")
+@_train_option("epochs")
+@_train_option("batch_size")
+@_train_option("optimizer", choices=OPTIMIZERS)
+@_train_option(
+    "lr", "Learning rate, or 'auto' for LeCun's Hessian rule [default: per optimizer].", type=str
 )
-@click.option(
-    "--data",
-    default=D.data,
-    help="mnist, an image folder, an IDX pair or directory, or CIFAR-10 batches.",
-    **SHOW,
+@_train_option("momentum")
+@_train_option("schedule", choices=SCHEDULES)
+@_train_option("gamma", "Decay per epoch for --schedule step.")
+@_train_option("warmup", "Fraction of the run spent warming up for --schedule onecycle.")
+@_train_option("weight_decay")
+@_train_option("loss", choices=LOSSES)
+@_train_option("label_smoothing")
+@_train_option(
+    "ema", "Evaluate and save an average of the weights with this per-step decay; 0 turns it off."
 )
-@click.option("--epochs", default=D.epochs, type=click.IntRange(1), **SHOW)
-@click.option("--batch-size", default=D.batch_size, type=click.IntRange(1), **SHOW)
-@click.option(
-    "--optimizer",
-    default=D.optimizer,
-    type=click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw", "adadelta"]),
-    **SHOW,
+@_train_option(
+    "augment",
+    "Comma list such as translate=2,flip,color=0.2,pca=0.1,elastic=34:4,affine=10:0.1, or none.",
 )
-@click.option(
-    "--lr",
-    default=None,
-    help="Learning rate, or 'auto' for LeCun's Hessian rule [default: per optimizer].",
+@_train_option("val_split", "Fraction held out for validation (stratified).")
+@_train_option("seed")
+@_train_option("device", choices=DEVICES)
+@_train_option("threads", "CPU threads [default: all cores].", type=int)
+@_train_option("channels_last", "NHWC memory layout for 2-D models.")
+@_train_option(
+    "amp",
+    "bfloat16 autocast for training; auto: where the device computes bf16 natively.",
+    choices=AMP_MODES,
 )
-@click.option("--momentum", default=D.momentum, type=float, **SHOW)
-@click.option(
-    "--schedule",
-    default=D.schedule,
-    type=click.Choice(["constant", "step", "cosine", "onecycle"]),
-    **SHOW,
+@_train_option(
+    "fast_malloc",
+    "Keep freed memory in glibc's heap instead of page-faulting it in again every batch.",
 )
-@click.option(
-    "--gamma", default=D.gamma, type=float, help="Decay per epoch for --schedule step.", **SHOW
-)
-@click.option(
-    "--warmup",
-    default=D.warmup,
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Fraction of the run spent warming up for --schedule onecycle.",
-    **SHOW,
-)
-@click.option("--weight-decay", default=D.weight_decay, type=float, **SHOW)
-@click.option("--loss", default=D.loss, type=click.Choice(["cross-entropy", "squared"]), **SHOW)
-@click.option(
-    "--label-smoothing",
-    default=D.label_smoothing,
-    type=click.FloatRange(0, 1, max_open=True),
-    **SHOW,
-)
-@click.option(
-    "--ema",
-    default=D.ema,
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Evaluate and save an average of the weights with this per-step decay; 0 turns it off.",
-    **SHOW,
-)
-@click.option(
-    "--augment",
-    default=D.augment,
-    help="Comma list: translate=S, flip, color=A, pca=S, elastic=A:G, affine=R:S, or none.",
-    **SHOW,
-)
-@click.option(
-    "--val-split",
-    default=D.val_split,
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Fraction held out for validation (stratified).",
-    **SHOW,
-)
-@click.option("--seed", default=D.seed, type=int, **SHOW)
-@click.option(
-    "--device", default=D.device, type=click.Choice(["auto", "cpu", "cuda", "mps"]), **SHOW
-)
-@click.option("--threads", type=click.IntRange(1), help="CPU threads [default: all cores].")
-@click.option(
-    "--channels-last/--no-channels-last",
-    default=D.channels_last,
-    help="NHWC memory layout for 2-D models.",
-    **SHOW,
-)
-@click.option(
-    "--amp",
-    default=D.amp,
-    type=click.Choice(["auto", "bf16", "off"]),
-    help="bfloat16 autocast for training; auto: on GPUs that support it, off on CPUs.",
-    **SHOW,
-)
-@click.option(
-    "--fast-malloc/--no-fast-malloc",
-    default=D.fast_malloc,
-    help="Keep freed memory in glibc's heap instead of page-faulting it in again every batch.",
-    **SHOW,
-)
-@click.option(
-    "--out", type=click.Path(file_okay=False), help="Run directory [default: runs/MODEL-TIME]."
-)
+@_train_option("eval_batch_size", "Batch size for validation and test.")
+@_train_option("out", "Run directory [default: runs/MODEL-TIME].", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace the run that --out already holds.")
 @click.option(
     "--resume",
     type=click.Path(file_okay=False),
@@ -350,30 +311,30 @@ D = TrainConfig()  # the one place training defaults live
 @_load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON at the end.")
 @click.pass_context
-def train_cmd(
-    ctx: click.Context, resume, config_file, input_shape, overrides, as_json, **opts
-) -> None:
+def train_cmd(ctx: click.Context, resume, config_file, overwrite, as_json, **opts) -> None:  # fmt: skip
     """Train a model; leaves a run directory that every other command accepts."""
     from click.core import ParameterSource
 
-    from cnnlab.config import load_config
-    from cnnlab.train import resume as resume_run
-    from cnnlab.train import train
+    from cnnlab.train.config import resolve
+    from cnnlab.train.setup import resume as resume_run
+    from cnnlab.train.setup import train
 
+    renamed = {"input_shape": "input", "overrides": "set"}
+    given = {
+        renamed.get(k, k): v
+        for k, v in opts.items()
+        if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
+    }
+    if "set" in given:
+        given["set"] = list(given["set"])
     if resume:
-        explicit = ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE
-        result = resume_run(resume, opts["epochs"] if explicit else None)
-    else:
-        values = load_config(config_file) if config_file else {}
-        for name, value in {**opts, "input": input_shape, "set": list(overrides)}.items():
-            source = ctx.get_parameter_source(
-                "input_shape" if name == "input" else "overrides" if name == "set" else name
+        if config_file or overwrite:
+            raise CnnlabError(
+                f"--resume {resume} continues the run's saved config; drop {'--config' if config_file else '--overwrite'}"
             )
-            if name not in values or source == ParameterSource.COMMANDLINE:
-                values[name] = value
-        if values.get("channels") is not None:
-            values["channels"] = int(values["channels"])
-        result = train(TrainConfig(**values))
+        result = resume_run(resume, **given)
+    else:
+        result = train(resolve(config_file, given), overwrite=overwrite)
     if as_json:
         _print_json(result)
 

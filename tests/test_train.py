@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from cnnlab.errors import CnnlabError
 from cnnlab.train import TrainConfig, load_config, resume, squared_error, train
+from cnnlab.train.state import load_state, save_state
 from tests.conftest import TINY_SPEC, make_tiny_idx
 
 
@@ -161,11 +162,16 @@ def test_lr_auto_resumes_its_curvature_estimate(tiny, tmp_path):
     assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in whole["history"]]
     assert resumed["test_acc"] == whole["test_acc"]
     state = tmp_path / "part" / "run" / "checkpoints" / "resume.safetensors"
-    kept = {k: v for k, v in load_file(state).items() if not k.startswith("curvature.")}
-    save_file(kept, state)
+    tree = load_state(state)
+    tree["curvature"]["v"] = tree["curvature"]["v"][:-1]
+    save_state(tree, state)
     with pytest.raises(
-        CnnlabError, match=r"resume.safetensors: the --lr auto eigenvector is missing"
+        CnnlabError, match=r"resume.safetensors: the --lr auto eigenvector has \d+ parts"
     ):
+        resume(tmp_path / "part" / "run", epochs=4)
+    del tree["curvature"]
+    save_state(tree, state)
+    with pytest.raises(CnnlabError, match=r"the resume state lacks 'curvature'"):
         resume(tmp_path / "part" / "run", epochs=4)
 
 
@@ -254,3 +260,40 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     )
     assert "Traceback" not in err
     assert (tmp_path / "run/checkpoints/interrupted.safetensors").is_file()
+
+
+def _as_saved_by_cnnlab_0_1(run):
+    """Rewrite a run's resume state in the layout cnnlab 0.1 wrote (resume.json + flat tensors)."""
+    state = load_state(run / "checkpoints" / "resume.safetensors")
+    tensors, layout = {}, {"param_groups": state["optimizer"]["param_groups"], "state": {}}
+    for pid, entries in state["optimizer"]["state"].items():
+        layout["state"][str(pid)] = {}
+        for key, value in entries.items():
+            tensors[f"{pid}.{key}"] = value
+            layout["state"][str(pid)][key] = {"tensor": f"{pid}.{key}"}
+    tensors |= {f"live.{k}": v for k, v in state["model"].items()}
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, run / "checkpoints" / "resume.safetensors"
+    )
+    progress = state["progress"]
+    old = {"epoch": progress["epoch"], "step": state["step"]["count"], "best_val": progress["best_val"],
+           "optimizer": layout, "history": progress["history"]}  # fmt: skip
+    (run / "checkpoints" / "resume.json").write_text(json.dumps(old))
+
+
+def test_runs_saved_by_cnnlab_0_1_resume_exactly(tiny, tmp_path):
+    recipe = {
+        "optimizer": "nesterov",
+        "lr": 0.05,
+        "augment": "translate=1",
+        "ema": 0.9,
+        "schedule": "constant",
+    }
+    train(_cfg(tiny, tmp_path / "whole", epochs=3, **recipe))
+    train(_cfg(tiny, tmp_path / "part", epochs=1, **recipe))
+    _as_saved_by_cnnlab_0_1(tmp_path / "part" / "run")
+    resume(tmp_path / "part" / "run", epochs=3)
+    whole = load_file(tmp_path / "whole/run/checkpoints/last.safetensors")
+    part = load_file(tmp_path / "part/run/checkpoints/last.safetensors")
+    assert all(torch.equal(whole[k], part[k]) for k in whole)
+    assert not (tmp_path / "part/run/checkpoints/resume.json").exists()  # now in today's layout

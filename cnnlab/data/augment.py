@@ -52,12 +52,12 @@ def parse(text: str | None) -> Augment:
     for item in text.split(","):
         name, _, arg = item.strip().partition("=")
         if name not in DEFAULTS:
-            raise CnnlabError(f"--augment: unknown '{name}'; choose from {', '.join(DEFAULTS)}")
+            raise CnnlabError(f"unknown augmentation '{name}'; choose from {', '.join(DEFAULTS)}")
         arg = arg or DEFAULTS[name]
         try:
             [float(v) for v in arg.split(":") if v]
         except ValueError:
-            raise CnnlabError(f"--augment: '{item}' needs a number after '='") from None
+            raise CnnlabError(f"'{item}' needs a number after '='") from None
         ops.append((name, arg))
     return Augment(ops)
 

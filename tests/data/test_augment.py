@@ -74,7 +74,7 @@ def test_elastic_keeps_shape_and_roughly_the_ink():
 
 
 def test_bad_augment_names():
-    with pytest.raises(CnnlabError, match="unknown 'rotate'"):
+    with pytest.raises(CnnlabError, match="unknown augmentation 'rotate'"):
         parse("translate,rotate")
     assert not parse("none")
 
