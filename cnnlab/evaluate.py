@@ -11,7 +11,7 @@ import torch
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data import load_data
 from cnnlab.data.dataset import ImageSet
-from cnnlab.data.images import EXTENSIONS, MAX_PIXELS, open_image
+from cnnlab.data.images import EXTENSIONS, MAX_PIXELS, open_image, to_array
 from cnnlab.data.prepare import for_model
 from cnnlab.errors import CnnlabError
 from cnnlab.infer import Normalise, fit_images, logits
@@ -21,20 +21,36 @@ def normaliser(ckpt: Checkpoint) -> Normalise:
     return Normalise(ckpt.meta.get("mean", [0.0]), ckpt.meta.get("std", [1.0]))
 
 
+def input_recipe(ckpt: Checkpoint) -> dict | None:
+    """How images are brought to this model's input: recorded at training (None in older runs,
+    which then get `plan_fit`'s recipe from each dataset's size)."""
+    return ckpt.meta.get("input_recipe")
+
+
+def load_for(ckpt: Checkpoint, data: str, split: str, required: bool = True) -> ImageSet | None:
+    """A dataset read and brought to the model's input the way its training data was."""
+    recipe = input_recipe(ckpt)
+    options = {"channels": recipe["channels"], "size": tuple(recipe["size"])} if recipe else {}
+    found = load_data(data, split, required=required, **options)
+    if found is not None:
+        found.images = fit_images(
+            found.images, tuple(ckpt.meta["input_shape"]), found.source, recipe
+        )
+    return found
+
+
 def eval_data(ckpt: Checkpoint, data: str | None) -> tuple[ImageSet, str]:
     """The test split of DATA (default: the data the model was trained on), else its train split."""
     name = data or ckpt.meta.get("data")
     if not name:
         raise CnnlabError(f"{ckpt.path}: no data recorded in the checkpoint; pass --data")
-    found = load_data(name, "test", required=False)
-    split = "test"
+    found, split = load_for(ckpt, name, "test", required=False), "test"
     if found is None:
-        found, split = load_data(name, "train"), "train"
+        found, split = load_for(ckpt, name, "train"), "train"
     if len(found.classes) != len(ckpt.classes):
         raise CnnlabError(
             f"{found.source}: {len(found.classes)} classes, but the model predicts {len(ckpt.classes)}"
         )
-    found.images = fit_images(found.images, tuple(ckpt.meta["input_shape"]), found.source)
     return found, split
 
 
@@ -136,7 +152,13 @@ def prepare_image(
 ) -> np.ndarray:
     """An image file or bytes -> uint8 (C, H, W) as the model expects it."""
     img = open_image(source, name, max_pixels)
-    return for_model(img, ckpt.meta.get("preprocess", "resize"), tuple(ckpt.meta["input_shape"]))
+    preprocess, recipe = ckpt.meta.get("preprocess", "resize"), input_recipe(ckpt)
+    if preprocess == "mnist-digit" or recipe is None:
+        return for_model(img, preprocess, tuple(ckpt.meta["input_shape"]))
+    ph, pw = recipe["pad"]
+    return np.pad(
+        to_array(img, recipe["channels"], tuple(recipe["size"])), ((0, 0), (ph, ph), (pw, pw))
+    )
 
 
 def top_k(ckpt: Checkpoint, prepared: np.ndarray, k: int = 3) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,24 +28,57 @@ class Normalise:
         return x * self._s.to(x.device) + self._m.to(x.device)
 
 
-def fit_images(images: torch.Tensor, input_shape: tuple[int, ...], source: str) -> torch.Tensor:
-    """Zero-pad smaller images to the model's input (28x28 MNIST -> LeNet's 32x32); refuse misfits."""
+def plan_fit(have: tuple[int, int], want: tuple[int, int], channels: int) -> dict:
+    """The recipe that brings images of size `have` to a model input of size `want`.
+
+    A small gap is zero-padded, the way LeNet-5 read 28x28 MNIST digits at 32x32 (the digit
+    keeps its size and a border of background appears); anything else is resized, so the
+    picture fills the frame as it did for the images the model was designed for.
+    """
+    gaps = [w - h for h, w in zip(have, want, strict=True)]
+    if all(0 <= g <= w // 4 and g % 2 == 0 for g, w in zip(gaps, want, strict=True)):
+        return {"channels": channels, "size": list(have), "pad": [g // 2 for g in gaps]}
+    return {"channels": channels, "size": list(want), "pad": [0, 0]}
+
+
+def conform(images: torch.Tensor, recipe: dict, source: str) -> torch.Tensor:
+    """Apply an input recipe: convert to its channel count and resize to its size where the
+    images differ (with Pillow, exactly as image files are read), then zero-pad."""
     c, h, w = images.shape[1:]
-    want_c, want_h, want_w = input_shape
-    if c != want_c:
-        raise CnnlabError(
-            f"{source}: images have {c} channel(s) but the model takes {want_c} "
-            f"(rebuild it with --input {c},{want_h},{want_w}, or convert with --channels {want_c})"
-        )
-    if (h, w) == (want_h, want_w):
-        return images
-    if h > want_h or w > want_w or (want_h - h) % 2 or (want_w - w) % 2:
-        raise CnnlabError(
-            f"{source}: images are {h}x{w} but the model takes {want_h}x{want_w} "
-            f"(rebuild it with --input {c},{h},{w}, or resize the data with --size {want_h}x{want_w})"
-        )
-    ph, pw = (want_h - h) // 2, (want_w - w) // 2
-    return images.padded(ph, pw) if hasattr(images, "padded") else F.pad(images, (pw, pw, ph, ph))
+    want = (recipe["channels"], *recipe["size"])
+    if (c, h, w) != want:
+        if hasattr(images, "padded"):  # a streamed folder is decoded by workers at its own size
+            raise CnnlabError(f"{source}: streamed images are {c}x{h}x{w}, expected {'x'.join(map(str, want))}")  # fmt: skip
+        images = convert_images(images, want[0], want[1:])
+    ph, pw = recipe["pad"]
+    if ph or pw:
+        images = images.padded(ph, pw) if hasattr(images, "padded") else F.pad(images, (pw, pw, ph, ph))  # fmt: skip
+    return images
+
+
+def convert_images(images: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, C, H, W) to `channels` and `size`, image by image with Pillow, exactly as image
+    files are read (gray to RGB repeats the plane; RGB to gray is Pillow's luminance)."""
+    from PIL import Image
+
+    from cnnlab.data.images import to_array
+
+    arrays = images.numpy()
+    if arrays.shape[1] not in (1, 3):
+        raise CnnlabError(f"cannot convert images of {arrays.shape[1]} channels to {channels}")
+    gray = arrays.shape[1] == 1
+    out = [to_array(Image.fromarray(a[0] if gray else a.transpose(1, 2, 0)), channels, size) for a in arrays]  # fmt: skip
+    return torch.from_numpy(np.stack(out)) if out else images.new_empty((0, channels, *size))
+
+
+def fit_images(
+    images: torch.Tensor, input_shape: tuple[int, ...], source: str, recipe: dict | None = None
+) -> torch.Tensor:
+    """Bring images to a model's input (C, H, W): with a checkpoint's recorded recipe when there
+    is one, else with `plan_fit`'s."""
+    if recipe is None:
+        recipe = plan_fit(tuple(images.shape[2:]), tuple(input_shape[1:]), input_shape[0])
+    return conform(images, recipe, source)
 
 
 @torch.no_grad()

@@ -183,13 +183,21 @@ def test_squared_error_matches_its_formula():
     assert squared_error(out, y).item() == pytest.approx(0.5 * ((t - p) ** 2).sum(1).mean())
 
 
-def test_model_that_does_not_fit_the_data_is_a_clear_error(tiny, tmp_path):
-    with pytest.raises(
-        CnnlabError, match=r"the model has 10 classes but .* has 4 \(rebuild it with --classes 4\)"
-    ):
-        train(_cfg(tiny, tmp_path, model="mnist-1conv"))
-    with pytest.raises(CnnlabError, match=r"images have 1 channel\(s\) but the model takes 3"):
-        train(_cfg(tiny, tmp_path, model="resnet20", classes=4))
+def test_the_data_decides_classes_and_channels_unless_pinned(tiny, tmp_path, capsys):
+    result = train(_cfg(tiny, tmp_path, model="mnist-1conv", epochs=1))
+    out = capsys.readouterr().out
+    assert "mnist-1conv: rebuilt its head for the 4 classes of" in out and "(it had 10)" in out
+    meta = json.loads((tmp_path / "run/checkpoints/last.json").read_text())
+    assert meta["spec"]["classes"] == 4 and meta["input_shape"] == [1, 28, 28]
+    # 12x12 images are resized to the model's 28x28, and the recipe is kept for every later use
+    assert meta["input_recipe"] == {"channels": 1, "size": [28, 28], "pad": [0, 0]}
+    assert result["test_acc"] > 0.5
+    with pytest.raises(CnnlabError, match=r"mnist-1conv: --classes 10 but .* has 4 classes"):
+        train(_cfg(tiny, tmp_path, model="mnist-1conv", classes=10, out=str(tmp_path / "b")))
+    train(_cfg(tiny, tmp_path, model="resnet20", epochs=1, batch_size=64, out=str(tmp_path / "c")))
+    assert "resnet20: rebuilt its head for the 4 classes of" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "c/checkpoints/last.json").read_text())
+    assert meta["input_shape"] == [1, 32, 32]  # a fresh model takes the data's single channel
 
 
 def test_config_file_keys_are_checked(tmp_path):

@@ -67,6 +67,9 @@ class TrainConfig:
     fast_malloc: bool = True
     amp: str = "auto"
     threads: int | None = None
+    init: str | None = None  # start from these weights (run, checkpoint, .safetensors, .pt)
+    freeze: str | None = None  # train only the layers after this one
+    lr_head: float = 1.0  # the last parametrised layer learns this many times faster
 
     def __post_init__(self) -> None:
         checked = check_values(asdict(self), {})
@@ -133,6 +136,13 @@ def _in_range(lo: float, hi: float, hi_open: bool = True, lo_open: bool = False)
         return x
 
     return check
+
+
+def _positive(v: Any) -> float:
+    x = _number(v)
+    if not x > 0:
+        raise Invalid("a positive number")
+    return x
 
 
 def _non_negative(v: Any) -> float:
@@ -231,7 +241,8 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "out": _optional(_text), "input": _shape_text, "classes": _optional(positive_int),
     "set": _overrides, "channels": _channels, "size": _size_text, "skip_bad": _flag,
     "eval_batch_size": positive_int, "channels_last": _flag, "fast_malloc": _flag,
-    "amp": _one_of(AMP_MODES), "threads": _optional(positive_int),
+    "amp": _one_of(AMP_MODES), "threads": _optional(positive_int), "init": _optional(_text),
+    "freeze": _optional(_text), "lr_head": _positive,
 }  # fmt: skip
 FIELDS = tuple(f.name for f in fields(TrainConfig))
 DEFAULTS = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(TrainConfig)}  # fmt: skip

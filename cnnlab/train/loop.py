@@ -62,6 +62,10 @@ class Trainer:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(self.batches.data), generator=gen)
         self.net.train()
+        for module in (
+            self.p.frozen or []
+        ):  # --freeze: those layers keep their batch-norm statistics
+            module.eval()
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
@@ -99,7 +103,7 @@ class Trainer:
         p = self.p
         return {"classes": p.train.classes, "input_shape": list(self.model.input_shape),
                 "channels": self.model.input_shape[0], "mean": p.norm.mean, "std": p.norm.std,
-                "preprocess": p.preprocess, "data": self.cfg.data, "config": asdict(self.cfg),
+                "preprocess": p.preprocess, "input_recipe": p.recipe, "data": self.cfg.data, "config": asdict(self.cfg),
                 "epoch": self.epoch, "history": self.history, **(extra or {})}  # fmt: skip
 
     def state_dict(self) -> dict:

@@ -39,15 +39,18 @@ def lr_factor(
 
 class LearningRate:
     """The rate of every step: a base rate (fixed, or 0.9/lambda_max under --lr auto) times the
-    schedule's factor, written into the optimiser's parameter groups."""
+    schedule's factor, times a parameter group's own `lr_scale` (--lr-head), written into the
+    optimiser's parameter groups."""
 
     def __init__(self, optimizer, base: float, factor: Callable[[int], float]):
         self.optimizer, self.base, self.factor = optimizer, base, factor
 
     def apply(self, step: int) -> None:
+        rate = self.base * self.factor(step)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.base * self.factor(step)
+            group["lr"] = rate * group.get("lr_scale", 1.0)
 
     @property
     def current(self) -> float:
+        """The rate of the body (the first group); a faster head's is lr_scale times it."""
         return self.optimizer.param_groups[0]["lr"]

@@ -22,8 +22,8 @@ from cnnlab.data.augment import parse as parse_augment
 from cnnlab.data.augment import pca_basis
 from cnnlab.data.dataset import ImageSet
 from cnnlab.errors import CnnlabError
-from cnnlab.infer import Normalise, fit_images
-from cnnlab.spec import Net
+from cnnlab.infer import Normalise, conform, plan_fit
+from cnnlab.spec import Net, build, retarget
 from cnnlab.train.average import WeightAverage
 from cnnlab.train.batches import Batches, World
 from cnnlab.train.config import (
@@ -43,6 +43,7 @@ from cnnlab.train.runtime import autocast_dtype, keep_freed_memory
 from cnnlab.train.schedule import LearningRate, lr_factor
 from cnnlab.train.state import has_state
 from cnnlab.train.step import Step
+from cnnlab.weights import load_matching, read_weights
 
 # Runs saved before these options existed trained with these values, not today's defaults.
 BEFORE_FIELD_EXISTED = {"ema": 0.0, "warmup": 0.2}
@@ -77,28 +78,86 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: TrainConfig, data: ImageSet) -> Net:
-    """The model named by cfg.model, checked against the data's class count; a checkpoint's weights loaded."""
-    model, state = model_from(cfg.model, parse_shape(cfg.input), cfg.classes, cfg.set)
-    if model.spec["classes"] != len(data.classes):
-        raise CnnlabError(
-            f"{cfg.model}: the model has {model.spec['classes']} classes but {data.source} has "
-            f"{len(data.classes)} (rebuild it with --classes {len(data.classes)})"
+def _data_options(cfg: TrainConfig, size: tuple[int, int] | None, channels: int | None) -> dict:
+    return {"channels": channels, "size": size, "skip_bad": cfg.skip_bad}
+
+
+def _spatial(model: Net) -> bool:
+    return len(model.input_shape) == 3
+
+
+def base_model(cfg: TrainConfig) -> tuple[Net, dict | None]:
+    """The model --model names (with --input/--classes/--set), and a checkpoint's weights if it is one."""
+    return model_from(cfg.model, parse_shape(cfg.input), cfg.classes, cfg.set)
+
+
+def fit_to_data(cfg: TrainConfig, model: Net, data: ImageSet, say) -> Net:
+    """The model rebuilt where the data decides: its class count (unless --classes pinned one)
+    and, for a model trained from scratch, its input channels (unless --input pinned them)."""
+    classes, spec, changes = len(data.classes), model.spec, []
+    if spec["classes"] != classes:
+        if cfg.classes is not None:
+            raise CnnlabError(f"{cfg.model}: --classes {cfg.classes} but {data.source} has {classes} classes")  # fmt: skip
+        changes.append(
+            f"its head for the {classes} classes of {data.source} (it had {spec['classes']})"
         )
-    if state is not None:
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            first = str(e).splitlines()[0]
-            raise CnnlabError(
-                f"{cfg.model}: its weights do not fit the rebuilt model ({first})"
-            ) from None
-    return model
+        spec = retarget(spec, classes=classes)
+    shape = list(spec["input"])
+    if _spatial(model) and data.shape[0] != shape[0] and cfg.input is None:
+        changes.append(f"its input for {data.shape[0]}-channel images")
+        spec = retarget(spec, input_shape=(data.shape[0], *shape[1:]))
+    if not changes:
+        return model
+    say(f"{cfg.model}: rebuilt " + " and ".join(changes))
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed and the architecture alone
+    return build(spec, str(cfg.model))
+
+
+def start_weights(cfg: TrainConfig, model: Net, checkpoint: dict | None, say) -> None:
+    """--init, or the checkpoint --model names: every tensor that fits by name and shape."""
+    if cfg.init is None and checkpoint is None:
+        return
+    source = cfg.init or cfg.model
+    report = load_matching(model, read_weights(cfg.init) if cfg.init else checkpoint, source)
+    if cfg.init or report.reshaped or report.missing or report.unused:
+        for line in report.lines():
+            say(line)
+
+
+def freeze_until(model: Net, layer: str | None) -> list[nn.Module]:
+    """--freeze LAYER: LAYER and everything before it stop learning; returns those modules,
+    which the loop keeps in eval mode (batch-norm statistics frozen too)."""
+    if layer is None:
+        return []
+    names = [name for name, _ in model.named_children()]
+    if layer not in names:
+        raise CnnlabError(f"--freeze {layer}: no such layer; layers: {', '.join(names)}")
+    frozen = [getattr(model, name) for name in names[: names.index(layer) + 1]]
+    for module in frozen:
+        module.requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise CnnlabError(f"--freeze {layer}: nothing after it is left to train")
+    return frozen
+
+
+def head_of(model: Net) -> str:
+    """The last layer that holds parameters: the classifier --lr-head speeds up."""
+    return [name for name, m in model.named_children() if any(True for _ in m.parameters())][-1]
+
+
+def param_groups(model: Net, lr_head: float) -> list:
+    """The trainable tensors; with --lr-head, the head's in a group of their own that learns faster."""
+    trainable = {name: [q for q in m.parameters() if q.requires_grad] for name, m in model.named_children()}  # fmt: skip
+    if lr_head == 1.0:
+        return [q for qs in trainable.values() for q in qs]
+    head = head_of(model)
+    body = [q for name, qs in trainable.items() if name != head for q in qs]
+    return ([{"params": body}] if body else []) + [{"params": trainable[head], "lr_scale": lr_head}]
 
 
 @dataclass
 class Prepared:
-    """A run's data and model before training: splits, normalisation, device."""
+    """A run's data and model before training: splits, normalisation, device, input recipe."""
 
     cfg: TrainConfig
     model: Net
@@ -108,25 +167,38 @@ class Prepared:
     norm: Normalise
     device: torch.device
     preprocess: str
+    recipe: dict | None = None  # how any image is brought to the model's input (see infer.plan_fit)
+    frozen: list[nn.Module] | None = None
 
 
-def prepare(cfg: TrainConfig) -> Prepared:
-    load_opts = {"channels": cfg.channels, "size": parse_size(cfg.size), "skip_bad": cfg.skip_bad}
-    full = load_data(cfg.data, "train", **load_opts)
-    test = load_data(cfg.data, "test", required=False, **load_opts)
-    model = build_model(cfg, full)
+def prepare(cfg: TrainConfig, say=print) -> Prepared:
+    model, checkpoint = base_model(cfg)
+    weights_first = cfg.init is not None or checkpoint is not None
+    size = parse_size(cfg.size) or (tuple(model.input_shape[1:]) if _spatial(model) else None)
+    channels = cfg.channels or (model.input_shape[0] if weights_first and _spatial(model) else None)
+    options = _data_options(cfg, size, channels)
+    full = load_data(cfg.data, "train", **options)
+    test = load_data(cfg.data, "test", required=False, **options)
+    if cfg.size and _spatial(model) and tuple(model.input_shape[1:]) != size and cfg.input is None:
+        say(f"{cfg.model}: rebuilt its input for {size[0]}x{size[1]} images (--size)")
+        model = build(
+            retarget(model.spec, input_shape=(model.input_shape[0], *size)), str(cfg.model)
+        )
+    model = fit_to_data(cfg, model, full, say)
+    start_weights(cfg, model, checkpoint, say)
+    frozen = freeze_until(model, cfg.freeze)
     shape = tuple(model.input_shape)
-    full.images = fit_images(full.images, shape, full.source)
-    if test is not None:
-        test.images = fit_images(test.images, shape, test.source)
+    recipe = plan_fit(tuple(full.shape[1:]), shape[1:], shape[0]) if _spatial(model) else None
+    if recipe is not None:
+        full.images = conform(full.images, recipe, full.source)
+        if test is not None:
+            test.images = conform(test.images, recipe, test.source)
     train, val = full.split(cfg.val_split, cfg.seed) if cfg.val_split > 0 else (full, None)
     if val is not None and len(val) == 0:
         train, val = full, None
     mean, std = train.stats()
     preprocess = "mnist-digit" if cfg.data == "mnist" else "resize"
-    return Prepared(
-        cfg, model, train, val, test, Normalise(mean, std), pick_device(cfg.device), preprocess
-    )
+    return Prepared(cfg, model, train, val, test, Normalise(mean, std), pick_device(cfg.device), preprocess, recipe, frozen)  # fmt: skip
 
 
 def _first_rate(cfg: TrainConfig, model: nn.Module, loss_fn, batches: Batches, norm: Normalise,
@@ -169,7 +241,8 @@ def _assemble(cfg: TrainConfig, run: RunDir, resuming: bool) -> Trainer:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
-    p = prepare(cfg)
+    say = print if _rank() == 0 else (lambda text: None)
+    p = prepare(cfg, say)
     world = init_world(p.device)
     model = p.model.to(p.device)
     channels_last = cfg.channels_last and len(model.input_shape) == 3
@@ -181,10 +254,10 @@ def _assemble(cfg: TrainConfig, run: RunDir, resuming: bool) -> Trainer:
     if any(name == "pca" for name, _ in augment.ops):
         augment.pca_basis = pca_basis(p.train.images)
     batches = Batches(p.train, cfg.batch_size, world, p.device)
-    say = print if world.main else (lambda text: None)
     lr = _first_rate(cfg, model, loss_fn, batches, p.norm, resuming, say)
-    params = [q for q in model.parameters() if q.requires_grad]
-    optimizer = make_optimizer(cfg.optimizer, params, lr, cfg.weight_decay, cfg.momentum)
+    optimizer = make_optimizer(
+        cfg.optimizer, param_groups(model, cfg.lr_head), lr, cfg.weight_decay, cfg.momentum
+    )
     factor = lr_factor(cfg.schedule, batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch, cfg.gamma, cfg.warmup)  # fmt: skip
     tracker = CurvatureTracker(model, loss_fn, seed=cfg.seed) if cfg.lr == "auto" else None
     step = Step(net, loss_fn, optimizer, LearningRate(optimizer, lr, factor), augment, p.norm, channels_last,
