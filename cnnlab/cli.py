@@ -9,6 +9,7 @@ import click
 
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
+from cnnlab.serve import limits as serve_limits
 
 SHOW = {"show_default": True}
 
@@ -467,16 +468,17 @@ def export_cmd(run: str, fmt: str, out: str | None, opset: int) -> None:
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), **SHOW)
 @click.option(
     "--max-body",
-    default=2 * 1024 * 1024,
+    default=serve_limits.MAX_BODY,
     type=click.IntRange(1024),
     help="Largest request body in bytes.",
     **SHOW,
 )
 @click.option(
     "--max-pixels",
-    default=16_000_000,
+    default=serve_limits.MAX_PIXELS,
     type=click.IntRange(1),
-    help="Largest image, in pixels.",
+    help="Largest image, in pixels (each of the server's concurrent decodes may take about "
+    "6 bytes a pixel).",
     **SHOW,
 )
 def serve_cmd(run: str, host: str, port: int, max_body: int, max_pixels: int) -> None:
