@@ -477,8 +477,8 @@ def export_cmd(run: str, fmt: str, out: str | None, opset: int) -> None:
     "--max-pixels",
     default=serve_limits.MAX_PIXELS,
     type=click.IntRange(1),
-    help="Largest image, in pixels (each of the server's concurrent decodes may take about "
-    "6 bytes a pixel).",
+    help="Largest image, in pixels (each of the server's concurrent decodes may take up to "
+    "about 8.5 bytes a pixel).",
     **SHOW,
 )
 def serve_cmd(run: str, host: str, port: int, max_body: int, max_pixels: int) -> None:

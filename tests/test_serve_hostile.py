@@ -228,6 +228,18 @@ def test_multipart_is_refused_at_the_cap_while_it_still_arrives(server):
     assert got == 413 and "over the limit" in out["error"]
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+def test_a_client_that_leaves_mid_body_is_no_internal_error(server, chunked):
+    base, proc = server
+    request = http("POST", "/api/predict", b"\x00" * 100_000, "image/png", chunked=chunked)
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as s:
+        s.sendall(request[:5000])
+    assert exchange(base, http("GET", "/healthz"))[0] == 200
+    assert exchange(base, http("GET", "/healthz"))[0] == 200  # the abandoned request is done by now
+    log = server_log(proc)
+    assert "internal error" not in log and "Traceback" not in log, log
+
+
 def test_the_catch_all_turns_a_bug_into_one_json_line(run, monkeypatch, caplog):
     import asyncio
 

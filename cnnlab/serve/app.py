@@ -38,7 +38,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -383,6 +383,8 @@ def create_app(
                 return JSONResponse(await work(request))
             except HTTPError as e:
                 return error(e.status, e.message)
+            except ClientDisconnect:  # nobody left to answer; not a fault of the server's
+                return error(400, "the client went away before sending its whole body")
             except Exception as e:
                 return internal_error(request, e)
 

@@ -2,17 +2,16 @@
 here. Torch-free, so that `cnnlab --help` stays instant.
 """
 
-# A request body: a data URL of a drawing is a few kB and a phone photo of one digit, saved
-# as JPEG, well under this; base64 in JSON adds a third.
+# A request body. The page's drawings are a few kB; base64 in JSON adds a third to an image.
 MAX_BODY = 2 * 1024 * 1024
 
 # Pixels of one uploaded image, checked from its header before decoding. Lower than
 # cnnlab.data.images.MAX_PIXELS (which guards files a user chose to read) because a server
-# decodes for strangers, several at once: the worst image that fits in MAX_BODY, a
-# progressive JPEG (libjpeg keeps every DCT coefficient of the full image, whatever the
-# output scale), costs about 6 bytes a pixel while it decodes, so WORKERS decodes of this
-# many pixels stay within about 0.5 GB on top of the server's own ~0.4 GB
-# (benchmarks/serve.py measures it).
+# decodes for strangers, several at once. The costliest image that fits in MAX_BODY is a
+# progressive JPEG: libjpeg keeps every DCT coefficient of the full image whatever the
+# output scale, 6 bytes a pixel for RGB and 8.5 for CMYK while it decodes (PNG: 4-5). At
+# this cap WORKERS such decodes at once took the server from 263 MB to a peak of 715-738 MB
+# RSS, under 1 GB (benchmarks/serve.py; tests/test_serve_hostile.py checks the bound).
 MAX_PIXELS = 12_000_000
 
 # WebP decodes at about 16 bytes a pixel (libwebp's canvases and Pillow's copy of the
