@@ -199,6 +199,7 @@ HOSTILE = [
     ("PPM (not accepted)", http("POST", "/api/predict", image_bytes("PPM"), "image/x-portable-pixmap"), 400, "accepted format"),
     ("ICO (not accepted)", http("POST", "/api/predict", image_bytes("ICO", (16, 16)), "image/x-icon"), 400, "accepted format"),
     ("pixel bomb PNG", http("POST", "/api/predict", BIG_PNG, "image/png"), 413, "over the cap of 1000000"),
+    ("WebP over its share of the cap", http("POST", "/api/predict", image_bytes("WEBP", (600, 600)), "image/webp"), 413, "over the cap of 250000 for WebP"),
     ("zTXt text bomb PNG", http("POST", "/api/predict", text_bomb_png(CAP - 1000), "application/octet-stream"), 400, "corrupt or truncated"),
     ("unknown route", http("GET", "/nope"), 404, "Not Found"),
     ("unknown static file", http("GET", "/static/nope.js"), 404, "Not Found"),
@@ -226,6 +227,65 @@ def test_multipart_is_refused_at_the_cap_while_it_still_arrives(server):
     request = http("POST", "/api/predict", body, ctype, chunked=True)
     got, out = exchange(base, request, stop_after=3 * CAP)  # the rest never comes
     assert got == 413 and "over the limit" in out["error"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_every_accepted_format_is_predicted(server, fmt):
+    base, _ = server
+    status, out = exchange(
+        base, http("POST", "/api/predict", image_bytes(fmt, (40, 30), "RGB"), "image/x")
+    )
+    assert status == 200 and out["input_shape"] == [1, 12, 12], out
+
+
+def _seen(out: dict):
+    import numpy as np
+
+    raw = base64.b64decode(out["input"].split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(raw)), dtype=np.int16)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
+def test_a_large_upload_shrunk_early_is_seen_as_at_full_size(server, run, fmt):
+    """A 960x960 picture is shrunk by 2 in uint8 (JPEG while decoding) before it is fitted to
+    the model: the input the model sees is what fitting the full-size picture gives."""
+    import numpy as np
+
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.data.prepare import for_model
+
+    small = np.full((12, 12), 20, np.uint8)
+    small[7:11, 7:11] = 230  # class 3: a bright square in the lower right quadrant
+    buf = io.BytesIO()
+    Image.fromarray(small).resize((960, 960), Image.Resampling.NEAREST).save(buf, format=fmt)
+    meta = load_checkpoint(run).meta
+    full = for_model(Image.open(io.BytesIO(buf.getvalue())), meta.get("preprocess", "resize"),
+                     tuple(meta["input_shape"]))[0].astype(np.int16)  # fmt: skip
+    status, out = exchange(server[0], http("POST", "/api/predict", buf.getvalue(), "image/x"))
+    assert status == 200 and out["top"][0]["class"] == "3"
+    assert np.abs(_seen(out) - full).max() <= 2, (_seen(out), full)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_large_photo_of_a_digit_is_prepared_as_at_full_size(fmt):
+    """MNIST's recipe (crop the ink, fit it in 20x20, centre its mass) on the early-shrunk
+    upload gives the 28x28 that it gives on the full-size picture, up to the strokes' edges."""
+    import numpy as np
+    from PIL import ImageDraw
+
+    from cnnlab.data.prepare import for_model
+    from cnnlab.serve.app import open_upload
+
+    img = Image.new("L", (1500, 1500), 240)
+    ImageDraw.Draw(img).line([(520, 300), (1050, 300), (700, 1270)], fill=20, width=60)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    full = for_model(Image.open(io.BytesIO(buf.getvalue())), "mnist-digit", (1, 28, 28))
+    shrunk = for_model(
+        open_upload(buf.getvalue(), MAX_PIXELS, 512, "L"), "mnist-digit", (1, 28, 28)
+    )
+    diff = np.abs(full.astype(int) - shrunk.astype(int))
+    assert diff.mean() < 1 and diff.max() <= 32, diff
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
