@@ -8,6 +8,7 @@ import sys
 import click
 
 from cnnlab.errors import CnnlabError
+from cnnlab.serve import limits as serve_limits
 from cnnlab.train.config import AMP_MODES, DEFAULTS, DEVICES, LOSSES, OPTIMIZERS, SCHEDULES
 
 SHOW = {"show_default": True}
@@ -428,16 +429,17 @@ def export_cmd(run: str, fmt: str, out: str | None, opset: int) -> None:
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), **SHOW)
 @click.option(
     "--max-body",
-    default=2 * 1024 * 1024,
+    default=serve_limits.MAX_BODY,
     type=click.IntRange(1024),
     help="Largest request body in bytes.",
     **SHOW,
 )
 @click.option(
     "--max-pixels",
-    default=16_000_000,
+    default=serve_limits.MAX_PIXELS,
     type=click.IntRange(1),
-    help="Largest image, in pixels.",
+    help="Largest image, in pixels (each of the server's concurrent decodes may take up to "
+    "about 8.5 bytes a pixel).",
     **SHOW,
 )
 def serve_cmd(run: str, host: str, port: int, max_body: int, max_pixels: int) -> None:

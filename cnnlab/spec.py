@@ -451,9 +451,23 @@ class Net(nn.Sequential):
         return tuple(self.spec["input"])
 
     def features(self, x: torch.Tensor, upto: str | None = None) -> dict[str, torch.Tensor]:
+        """Every layer's output by name (up to and including `upto`), each equal to what the
+        prefix of the net ending at that layer returns.
+
+        The layers run as in forward, except that a layer which writes into its input (the
+        in-place relu that keeps training fast) is given a copy: otherwise it would overwrite
+        the output kept for the layer before it, and any earlier output that one aliases
+        (dropout in eval mode returns its input, flatten a view of it).
+        """
+
+        def writes_its_input(module: nn.Module) -> bool:
+            while isinstance(module, nn.Sequential) and len(module):
+                module = module[0]
+            return bool(getattr(module, "inplace", False))
+
         outputs = {}
         for name, module in self.named_children():
-            x = module(x)
+            x = module(x.clone() if writes_its_input(module) else x)
             outputs[name] = x
             if name == upto:
                 break

@@ -68,3 +68,66 @@ def test_draw_a_one_and_see_the_network_work(mnist_run):
         page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
         browser.close()
     assert not errors, errors
+
+
+HOSTILE_CLASSES = ['<img src=x onerror="window.pwned=1">', "a & b &amp; <b>c</b>", "$& $1 $' $`",
+                   "  two\nlines  "]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A tiny run whose class names are markup, replacement patterns, spaces and a newline."""
+    import json
+
+    from tests.conftest import TINY_SPEC, make_tiny_idx
+
+    root = tmp_path_factory.mktemp("names")
+    (root / "tiny.yaml").write_text(TINY_SPEC)
+    train(TrainConfig(model=str(root / "tiny.yaml"), data=str(make_tiny_idx(root / "data")), epochs=1,
+                      batch_size=32, optimizer="adam", lr=0.01, augment="none", out=str(root / "run")))  # fmt: skip
+    for meta_path in (root / "run" / "checkpoints").glob("*.json"):
+        meta = json.loads(meta_path.read_text())
+        if "classes" in meta:
+            meta["classes"] = HOSTILE_CLASSES
+            meta_path.write_text(json.dumps(meta))
+    return root / "run"
+
+
+def test_class_names_show_as_text_never_as_markup(hostile_run):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with running_server(hostile_run) as (base, proc), sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/")
+        page.wait_for_selector("#summary td")
+        box = page.locator("#pad").bounding_box()
+        page.mouse.move(box["x"] + 60, box["y"] + 60)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 200, box["y"] + 200, steps=10)
+        page.mouse.up()
+        page.wait_for_selector("#bars .bar.top")
+        page.wait_for_selector("#layers .maps img")
+        shown = page.eval_on_selector_all("#bars .label", "els => els.map(e => e.textContent)")
+        rendered = page.eval_on_selector_all("#bars .label", "els => els.map(e => e.innerText)")
+        cls = page.eval_on_selector_all("#bars .bar", "els => els.map(e => e.dataset.cls)")
+        assert sorted(shown) == sorted(rendered) == sorted(cls) == sorted(HOSTILE_CLASSES)
+        page.locator("#layers .maps img").first.click()
+        page.wait_for_selector("#detail .overlay img.heat")
+        said = page.inner_text("#detail")
+        assert any(f"Saliency of class {name} (SmoothGrad)" in said for name in HOSTILE_CLASSES)
+        assert (
+            page.locator(
+                "#bars img, #bars b, #detail b, #detail img:not(.kernel):not(.overlay img)"
+            ).count()
+            == 0
+        )
+        assert page.evaluate("window.pwned") is None
+        browser.close()
+    assert not errors, errors

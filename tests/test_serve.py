@@ -136,3 +136,32 @@ def test_concurrent_requests(server):
         )
     assert all(status == 200 for status, _ in results)
     assert [out["top"][0]["class"] for _, out in results] == [str(i % 4) for i in range(32)]
+
+
+def _same_answer(serial: dict, concurrent: dict) -> bool:
+    """Equal JSON, probabilities within 1e-6."""
+    if "top" in serial:
+        pairs = zip(serial["top"], concurrent["top"], strict=True)
+        if not all(a["class"] == b["class"] and abs(a["probability"] - b["probability"]) <= 1e-6
+                   for a, b in pairs):  # fmt: skip
+            return False
+        serial, concurrent = (
+            {k: v for k, v in d.items() if k != "top"} for d in (serial, concurrent)
+        )
+    return serial == concurrent
+
+
+def test_concurrent_inspection_gives_the_serial_answers(server):
+    base, _ = server
+    jobs = []
+    for i in range(4):
+        url = "data:image/png;base64," + base64.b64encode(png(square=i)).decode()
+        jobs += [("/api/predict", {"image": url, "top_k": 4}), ("/api/activations", {"image": url}),
+                 ("/api/inspect", {"image": url, "layer": "pool1", "channel": i})]  # fmt: skip
+    ask = lambda job: call(base, job[0], json.dumps(job[1]).encode())  # noqa: E731
+    serial = [ask(job) for job in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(ask, jobs * 4))
+    assert all(status == 200 for status, _ in serial + concurrent)
+    for (_, want), (_, got), (path, _) in zip(serial * 4, concurrent, jobs * 4, strict=True):
+        assert _same_answer(want, got), path

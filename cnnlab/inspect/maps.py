@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -21,11 +24,27 @@ def check_layer(model: Net, layer: str) -> None:
         raise CnnlabError(f"no layer '{layer}'; layers: {', '.join(layer_names(model))}")
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside; afterwards every module's train/eval flag is as it was found.
+
+    Inspection reads a model that a caller may be training, so it must not leave it in eval
+    mode (which would silently turn off dropout and batch-norm updates for them).
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 @torch.no_grad()
 def feature_maps(model: Net, x: torch.Tensor, spatial_only: bool = True) -> dict[str, np.ndarray]:
     """Every layer's output for ONE normalised input (1, C, H, W): name -> (C, H, W) array."""
-    model.eval()
-    feats = model.features(x)
+    with evaluating(model):
+        feats = model.features(x)
     return {
         name: t[0].float().numpy() for name, t in feats.items() if not spatial_only or t.dim() == 4
     }

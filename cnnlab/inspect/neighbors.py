@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from cnnlab.infer import Normalise
+from cnnlab.inspect.maps import evaluating
 from cnnlab.spec import Net
 
 
@@ -17,13 +18,13 @@ def embed(
     model: Net, images: torch.Tensor, norm: Normalise, batch_size: int = 1000
 ) -> torch.Tensor:
     """Penultimate features (N, D) for uint8 images, in batches so memory stays bounded."""
-    model.eval()
     names = [n for n, _ in model.named_children()]
     upto = names[-2] if len(names) > 1 else names[-1]
     parts = []
-    for i in range(0, len(images), batch_size):
-        feats = model.features(norm(images[i : i + batch_size]), upto=upto)[upto]
-        parts.append(feats.flatten(1).float())
+    with evaluating(model):
+        for i in range(0, len(images), batch_size):
+            feats = model.features(norm(images[i : i + batch_size]), upto=upto)[upto]
+            parts.append(feats.flatten(1).float())
     return torch.cat(parts)
 
 

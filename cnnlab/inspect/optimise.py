@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inspect.maps import check_layer
+from cnnlab.inspect.maps import check_layer, evaluating
 from cnnlab.spec import Net
 
 
@@ -52,41 +52,40 @@ def maximize(model: Net, layer: str | None = None, channel: int | None = None, c
              steps: int = 200, lr: float = 0.05, l2: float = 1e-3, jitter: int = 1, blur_every: int = 4,
              seed: int = 0) -> torch.Tensor:  # fmt: skip
     """A normalised input (1, C, H, W) that strongly excites the chosen channel or class."""
-    model.eval()
     objective = _target(model, layer, channel, cls)
     gen = torch.Generator().manual_seed(seed)
     x = (torch.randn(1, *model.input_shape, generator=gen) * 0.1).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
-    for step in range(steps):
-        dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=gen))
-        shifted = torch.roll(x, (dy, dx), dims=(2, 3))
-        loss = -objective(shifted) + l2 * (x**2).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if blur_every and step % blur_every == 0:
-            with torch.no_grad():
-                x.copy_(_blur(x))
+    with evaluating(model), torch.enable_grad():
+        for step in range(steps):
+            dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=gen))
+            shifted = torch.roll(x, (dy, dx), dims=(2, 3))
+            loss = -objective(shifted) + l2 * (x**2).sum()
+            (x.grad,) = torch.autograd.grad(loss, x)  # the input's alone: parameters untouched
+            opt.step()
+            if blur_every and step % blur_every == 0:
+                with torch.no_grad():
+                    x.copy_(_blur(x))
     return x.detach()
 
 
 def invert(model: Net, x: torch.Tensor, layer: str, steps: int = 300, lr: float = 0.05,
            tv: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, float]:  # fmt: skip
     """An input reconstructed from `layer`'s features of x alone; and the final relative error."""
-    model.eval()
     check_layer(model, layer)
-    with torch.no_grad():
-        target = model.features(x, upto=layer)[layer]
-    scale = target.pow(2).sum().clamp_min(1e-12)
     gen = torch.Generator().manual_seed(seed)
     guess = (torch.randn(x.shape, generator=gen) * 0.1).requires_grad_(True)
     opt = torch.optim.Adam([guess], lr=lr)
     err = torch.tensor(1.0)
-    for _ in range(steps):
-        feats = model.features(guess, upto=layer)[layer]
-        err = (feats - target).pow(2).sum() / scale
-        loss = err + tv * total_variation(guess)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with evaluating(model):
+        with torch.no_grad():
+            target = model.features(x, upto=layer)[layer]
+        scale = target.pow(2).sum().clamp_min(1e-12)
+        with torch.enable_grad():
+            for _ in range(steps):
+                feats = model.features(guess, upto=layer)[layer]
+                err = (feats - target).pow(2).sum() / scale
+                loss = err + tv * total_variation(guess)
+                (guess.grad,) = torch.autograd.grad(loss, guess)
+                opt.step()
     return guess.detach(), float(err.detach())

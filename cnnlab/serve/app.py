@@ -9,43 +9,72 @@ POST /api/inspect      image + layer + channel -> that channel's kernel and a sa
 
 An image arrives as multipart form data (field "image" or "file"), as raw bytes with an
 image/* content type, or as JSON {"image": "data:image/png;base64,..."}. Every failure is
-JSON {"error": message} with a 4xx status; the server keeps serving.
+JSON {"error": one line} with a 4xx status, and a bug a JSON 500; the server keeps serving.
+
+Hostile uploads meet the caps of cnnlab.serve.limits: the body is counted as it arrives
+(chunked or not) and multipart is parsed from that capped body in memory; an image's pixels
+are checked from its header, only PNG, JPEG, GIF, BMP and WebP are decoded, in uint8, and
+shrunk to a few hundred pixels a side before any float work; WORKERS requests decode at once.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
+import logging
+import math
+import re
+import struct
+import warnings
 from pathlib import Path
 
+import anyio
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cnnlab.checkpoint import Checkpoint
-from cnnlab.data.images import PixelCapError, png_data_url
-from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import normaliser, prepare_image, top_k
+from cnnlab.data.images import png_data_url
+from cnnlab.data.prepare import for_model
+from cnnlab.evaluate import normaliser, top_k
 from cnnlab.inspect.maps import conv_layers, feature_maps, kernels, producing_conv
 from cnnlab.inspect.saliency import saliency
+from cnnlab.serve.limits import (
+    MAX_BODY,
+    MAX_PIXELS,
+    WEBP_COST,
+    WORK_SCALE,
+    WORK_SIDE,
+    WORKERS,
+)
 from cnnlab.summary import summarize
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY = 2 * 1024 * 1024
-MAX_PIXELS = 16_000_000
 MAX_MAPS = 64  # channels returned per layer
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # what a browser sends; no other decoder runs
+STRIP_PIXELS = 1 << 20  # uploads are converted and shrunk this many pixels at a time
+log = logging.getLogger("uvicorn.error")
 
 
 class HTTPError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def png_url(a: np.ndarray, signed: bool = False) -> str:
@@ -60,7 +89,9 @@ def png_url(a: np.ndarray, signed: bool = False) -> str:
     return png_data_url(np.clip(img, 0, 255).astype(np.uint8))
 
 
+# ---------------------------------------------------------------- reading a request
 async def read_body(request: Request, cap: int) -> bytes:
+    """The body, counted as it arrives (chunked bodies declare no length): 413 past the cap."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > cap:
         raise HTTPError(413, f"body of {int(declared)} bytes is over the limit of {cap}")
@@ -71,6 +102,29 @@ async def read_body(request: Request, cap: int) -> bytes:
             raise HTTPError(413, f"body is over the limit of {cap} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _refuse_constant(name: str):
+    raise HTTPError(400, f"JSON numbers must be finite, got {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise HTTPError(400, f"JSON numbers must be finite, got {one_line(text, 40)}")
+    return value
+
+
+def parse_json(body: bytes) -> dict:
+    try:
+        obj = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise HTTPError(400, "JSON body is nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, undecodable text, over-long integers
+        raise HTTPError(400, f"malformed JSON body ({one_line(e, 80)})") from None
+    if not isinstance(obj, dict):
+        raise HTTPError(400, "JSON body must be an object with an 'image' field")
+    return obj
 
 
 def decode_data_url(text: object) -> bytes:
@@ -85,57 +139,155 @@ def decode_data_url(text: object) -> bytes:
         raise HTTPError(400, "JSON field 'image' is not valid base64") from None
 
 
+async def parse_multipart(request: Request, body: bytes, cap: int) -> tuple[bytes, dict]:
+    """Parse a body already read under the cap; every part stays in memory (none is spooled)."""
+
+    async def stream():
+        yield body
+
+    parser = MultiPartParser(
+        request.headers, stream(), max_files=1, max_fields=20, max_part_size=cap
+    )
+    parser.spool_max_size = cap + 1  # the whole body is at most cap: never rolls over to disk
+    try:
+        form = await parser.parse()
+    except (MultiPartException, KeyError, ValueError) as e:
+        raise HTTPError(400, f"malformed multipart body ({one_line(e, 80)})") from None
+    try:
+        upload = form.get("image") or form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPError(400, "multipart body needs a file field named 'image'")
+        data = await upload.read()
+        return data, {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    finally:
+        await form.close()
+
+
 async def image_and_fields(request: Request, cap: int) -> tuple[bytes, dict]:
     """The image bytes and any other fields, from multipart, raw image bytes or JSON."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "multipart/form-data":
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > cap:
-            raise HTTPError(413, f"body of {int(declared)} bytes is over the limit of {cap}")
-        try:
-            form = await request.form(max_files=1, max_fields=20, max_part_size=cap)
-        except Exception as e:  # the multipart parser's own error types
-            raise HTTPError(400, f"malformed multipart body ({e})") from None
-        upload = form.get("image") or form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise HTTPError(400, "multipart body needs a file field named 'image'")
-        data = await upload.read(cap + 1)
-        if len(data) > cap:
-            raise HTTPError(413, f"image is over the limit of {cap} bytes")
-        return data, {k: v for k, v in form.items() if isinstance(v, str)}
+    if not (
+        ctype in ("multipart/form-data", "application/json", "application/octet-stream")
+        or ctype.startswith("image/")
+    ):
+        raise HTTPError(
+            415,
+            f"unsupported content type '{one_line(ctype, 60) or 'none'}'; send multipart/form-data, image/*, or application/json",
+        )
     body = await read_body(request, cap)
+    if not body:
+        raise HTTPError(400, "empty body: send an image")
+    if ctype == "multipart/form-data":
+        return await parse_multipart(request, body, cap)
     if ctype == "application/json":
-        try:
-            obj = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise HTTPError(400, "malformed JSON body") from None
-        if not isinstance(obj, dict):
-            raise HTTPError(400, "JSON body must be an object with an 'image' field")
+        obj = parse_json(body)
         return decode_data_url(obj.get("image")), obj
-    if ctype.startswith("image/") or ctype == "application/octet-stream":
-        return body, dict(request.query_params)
-    raise HTTPError(
-        415,
-        f"unsupported content type '{ctype or 'none'}'; send multipart/form-data, image/*, or application/json",
-    )
+    return body, dict(request.query_params)
+
+
+def int_field(fields: dict, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer from JSON (a number) or a form/query (decimal digits), within lo..hi."""
+    value = fields.get(name, default)
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HTTPError(400, f"field '{name}' must be an integer, got {one_line(repr(value), 40)}")
+    if not lo <= value <= hi:
+        raise HTTPError(400, f"field '{name}' must be in {lo}..{hi}, got {one_line(value, 40)}")
+    return value
+
+
+def str_field(fields: dict, name: str) -> str:
+    value = fields.get(name, "")
+    if not isinstance(value, str):
+        raise HTTPError(400, f"field '{name}' must be a string, got {one_line(repr(value), 40)}")
+    return value
+
+
+# ---------------------------------------------------------------- decoding an upload
+def _flatten(img: Image.Image, mode: str) -> Image.Image:
+    """Any mode -> 'L' or 'RGB', transparency composited onto white (as to_array does)."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img.convert(mode)
+
+
+def _shrink(img: Image.Image, mode: str, factor: int) -> Image.Image:
+    """Flatten and box-average by an integer factor, in strips: never a full-size copy."""
+    if factor <= 1:
+        return _flatten(img, mode)
+    w, h = img.size
+    rows = factor * max(1, STRIP_PIXELS // (w * factor))
+    out = Image.new(mode, (math.ceil(w / factor), math.ceil(h / factor)))
+    for top in range(0, h, rows):
+        strip = _flatten(img.crop((0, top, w, min(top + rows, h))), mode).reduce(factor)
+        out.paste(strip, (0, top // factor))
+    return out
+
+
+def open_upload(data: bytes, max_pixels: int, side: int, mode: str) -> Image.Image:
+    """Decode an upload in uint8 and shrink it until its longest side is at most `side`.
+
+    The pixel cap is checked from the header before decoding; a JPEG is decoded at a
+    reduced scale directly (`draft`); other formats are decoded once at full size in their
+    own mode (at most 4 bytes a pixel) and shrunk strip by strip.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
+            w, h = img.size
+            webp = img.format == "WEBP"
+            cap = max_pixels // WEBP_COST if webp else max_pixels
+            if w * h > cap:
+                why = f" for WebP ({WEBP_COST}x the memory of other formats)" if webp else ""
+                raise HTTPError(
+                    413, f"upload: {w}x{h} = {w * h} pixels is over the cap of {cap}{why}"
+                )
+            factor = max(w, h) / side
+            if img.format == "JPEG" and factor > 1:
+                img.draft(mode, (math.ceil(w / factor), math.ceil(h / factor)))
+            img.load()
+            return _shrink(img, mode, math.ceil(max(img.size) / side))
+    except UnidentifiedImageError:
+        raise HTTPError(
+            400, f"upload: not an image in an accepted format ({', '.join(FORMATS)})"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise HTTPError(413, f"upload: image is over the pixel cap of {max_pixels}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError) as e:
+        # what Pillow's decoders raise on damaged data
+        raise HTTPError(400, f"upload: corrupt or truncated image ({one_line(e, 80)})") from None
 
 
 class Service:
-    """Model work done off the event loop; the model is only read, so requests run concurrently."""
+    """Model work done off the event loop, WORKERS requests at a time.
+
+    The model is only read (its parameters frozen, inspection takes gradients of the input
+    alone), so requests share it safely.
+    """
 
     def __init__(self, ckpt: Checkpoint, max_pixels: int):
         self.ckpt, self.max_pixels = ckpt, max_pixels
         self.model = ckpt.model.eval()
         self.norm = normaliser(ckpt)
-        self.summary = summarize(self.model)
+        self.summary = summarize(self.model)  # before freezing, so it counts what trained
+        self.model.requires_grad_(False)
+        channels, *sides = ckpt.meta["input_shape"]
+        self.mode = "L" if channels == 1 else "RGB"
+        self.side = max(WORK_SIDE, WORK_SCALE * max(sides))
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def run(self, work, *args):
+        if self._limiter is None:  # made on the event loop that uses it
+            self._limiter = anyio.CapacityLimiter(WORKERS)
+        return await anyio.to_thread.run_sync(work, *args, limiter=self._limiter)
 
     def prepare(self, data: bytes) -> tuple[np.ndarray, torch.Tensor]:
-        try:
-            prepared = prepare_image(self.ckpt, data, "upload", self.max_pixels)
-        except PixelCapError as e:
-            raise HTTPError(413, str(e)) from None
-        except CnnlabError as e:
-            raise HTTPError(400, str(e)) from None
+        img = open_upload(data, self.max_pixels, self.side, self.mode)
+        meta = self.ckpt.meta
+        prepared = for_model(img, meta.get("preprocess", "resize"), tuple(meta["input_shape"]))
         return prepared, self.norm(torch.from_numpy(prepared)[None])
 
     def predict(self, data: bytes, k: int) -> dict:
@@ -157,18 +309,22 @@ class Service:
             })  # fmt: skip
         return {"input": png_data_url(prepared), "layers": layers}
 
+    def check_layer(self, layer: str, channel: int) -> None:
+        if layer not in self.model.shapes:
+            names = ", ".join(self.model.shapes)
+            raise HTTPError(400, f"no layer {one_line(repr(layer), 60)}; layers: {names}")
+        channels = self.model.shapes[layer][0]
+        if channel >= channels:
+            raise HTTPError(
+                400, f"channel {channel} is out of range for '{layer}' (0..{channels - 1})"
+            )
+
     def inspect(self, data: bytes, layer: str, channel: int, cls: int | None) -> dict:
         prepared, x = self.prepare(data)
         out: dict = {"layer": layer, "channel": channel}
-        if layer not in self.model.shapes:
-            raise HTTPError(400, f"no layer '{layer}'")
         conv = producing_conv(self.model, layer)
         if conv is not None:
             w = kernels(self.model, conv)
-            if not 0 <= channel < len(w):
-                raise HTTPError(
-                    400, f"channel {channel} is out of range for '{conv}' (0..{len(w) - 1})"
-                )
             out |= {"kernel_layer": conv, "kernel": [png_url(k, signed=True) for k in w[channel][:16]],
                     "kernel_values": np.round(w[channel], 4).tolist() if w[channel].size <= 1024 else None}  # fmt: skip
         sal, used = saliency(self.model, x, cls, smooth=8)
@@ -193,6 +349,29 @@ class Service:
                 "first_layer": first[0] if first else None, "kernels": kern}  # fmt: skip
 
 
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
+
+
+def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """The last resort: a bug, reported in one line to the client and in the log."""
+    log.error(
+        "internal error on %s %s: %s: %s",
+        request.method, request.url.path, type(exc).__name__, one_line(exc),
+    )  # fmt: skip
+    return error(500, f"internal error ({type(exc).__name__}); the server keeps serving")
+
+
+async def http_exception(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own 404 (unknown route or static file) and 405 (method), as JSON."""
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}", exc.headers)
+
+
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return internal_error(request, exc)
+
+
 def create_app(
     ckpt: Checkpoint, max_body: int = MAX_BODY, max_pixels: int = MAX_PIXELS
 ) -> Starlette:
@@ -203,29 +382,31 @@ def create_app(
             try:
                 return JSONResponse(await work(request))
             except HTTPError as e:
-                return JSONResponse({"error": e.message}, status_code=e.status)
+                return error(e.status, e.message)
+            except ClientDisconnect:  # nobody left to answer; not a fault of the server's
+                return error(400, "the client went away before sending its whole body")
+            except Exception as e:
+                return internal_error(request, e)
 
         return endpoint
 
     async def predict(request: Request):
         data, fields = await image_and_fields(request, max_body)
-        k = _int_field(fields, "top_k", 3, 1, 1000)
-        return await run_in_threadpool(service.predict, data, k)
+        k = int_field(fields, "top_k", 3, 1, 1000)
+        return await service.run(service.predict, data, k)
 
     async def activations(request: Request):
         data, _ = await image_and_fields(request, max_body)
-        return await run_in_threadpool(service.activations, data)
+        return await service.run(service.activations, data)
 
     async def inspect(request: Request):
         data, fields = await image_and_fields(request, max_body)
-        layer = str(fields.get("layer", ""))
+        layer = str_field(fields, "layer")
+        channel = int_field(fields, "channel", 0, 0, 1 << 20)
+        service.check_layer(layer, channel)
         cls = fields.get("class")
-        cls = (
-            None if cls in (None, "") else _int_field(fields, "class", 0, 0, len(ckpt.classes) - 1)
-        )
-        return await run_in_threadpool(
-            service.inspect, data, layer, _int_field(fields, "channel", 0, 0, 1 << 20), cls
-        )
+        cls = None if cls in (None, "") else int_field(fields, "class", 0, 0, len(ckpt.classes) - 1)
+        return await service.run(service.inspect, data, layer, channel, cls)
 
     async def model(request: Request):
         return service.model_info()
@@ -245,15 +426,5 @@ def create_app(
         Route("/api/inspect", handler(inspect), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
-    return Starlette(routes=routes)
-
-
-def _int_field(fields: dict, name: str, default: int, lo: int, hi: int) -> int:
-    value = fields.get(name, default)
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        raise HTTPError(400, f"field '{name}' must be an integer, got {value!r}") from None
-    if not lo <= value <= hi:
-        raise HTTPError(400, f"field '{name}' must be in {lo}..{hi}, got {value}")
-    return value
+    handlers = {HTTPException: http_exception, Exception: unexpected}
+    return Starlette(routes=routes, exception_handlers=handlers)

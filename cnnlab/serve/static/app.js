@@ -16,6 +16,14 @@ function clearPad() {
 
 function showError(message) { $("error").textContent = message || ""; }
 
+// Every piece of data (class names, layer names, messages) goes in as text, never as markup.
+function el(tag, className = "", text = null) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
 async function api(path, body) {
   const res = await fetch(path, body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -53,8 +61,8 @@ pad.addEventListener("pointerup", stop);
 pad.addEventListener("pointercancel", stop);
 
 $("clear").addEventListener("click", () => {
-  clearPad(); $("bars").innerHTML = ""; $("layers").innerHTML = ""; $("seen").removeAttribute("src");
-  $("detail").innerHTML = '<p class="hint">Click a feature map to see its kernel and the saliency of the input.</p>';
+  clearPad(); $("bars").replaceChildren(); $("layers").replaceChildren(); $("seen").removeAttribute("src");
+  $("detail").replaceChildren(el("p", "hint", "Click a feature map to see its kernel and the saliency of the input."));
 });
 
 function loadFile(file) {
@@ -98,23 +106,24 @@ async function send(dataUrl) {
 
 function renderBars(top) {
   const bars = $("bars");
-  bars.innerHTML = "";
+  bars.replaceChildren();
   top.forEach((t, i) => {
     const row = document.createElement("div");
     row.className = "bar" + (i === 0 ? " top" : "");
     row.setAttribute("role", "listitem");
     row.dataset.cls = t.class;
-    row.innerHTML = `<span class="label"></span><span class="track"><div class="fill"></div></span><span class="pct"></span>`;
-    row.querySelector(".label").textContent = t.class;
-    row.querySelector(".fill").style.width = `${(100 * t.probability).toFixed(1)}%`;
-    row.querySelector(".pct").textContent = `${(100 * t.probability).toFixed(1)}%`;
+    const fill = el("div", "fill");
+    fill.style.width = `${(100 * t.probability).toFixed(1)}%`;
+    const track = el("span", "track");
+    track.appendChild(fill);
+    row.append(el("span", "label", t.class), track, el("span", "pct", `${(100 * t.probability).toFixed(1)}%`));
     bars.appendChild(row);
   });
 }
 
 function renderLayers(layers) {
   const root = $("layers");
-  root.innerHTML = "";
+  root.replaceChildren();
   for (const layer of layers) {
     const box = document.createElement("div");
     box.className = "layer";
@@ -140,7 +149,7 @@ async function inspect(layer, channel, img) {
   try {
     const d = await api("/api/inspect", { image: currentImage, layer, channel });
     const box = $("detail");
-    box.innerHTML = "";
+    box.replaceChildren();
     const head = document.createElement("p");
     head.textContent = d.kernel_layer
       ? `${layer} channel ${channel} comes from kernel ${channel} of ${d.kernel_layer}:`
@@ -151,9 +160,12 @@ async function inspect(layer, channel, img) {
     }
     const sal = document.createElement("p");
     sal.textContent = `Saliency of class ${d.class} (SmoothGrad) over the input:`;
-    const overlay = document.createElement("span");
-    overlay.className = "overlay";
-    overlay.innerHTML = `<img src="${d.input}" alt="input"><img class="heat" src="${d.saliency}" alt="saliency">`;
+    const overlay = el("span", "overlay");
+    const input = el("img");
+    input.src = d.input; input.alt = "input";
+    const heat = el("img", "heat");
+    heat.src = d.saliency; heat.alt = "saliency";
+    overlay.append(input, heat);
     box.append(sal, overlay);
   } catch (err) { showError(err.message); }
 }
@@ -173,8 +185,13 @@ async function init() {
     kernels.appendChild(h);
     for (const src of model.kernels) { const k = document.createElement("img"); k.src = src; k.alt = "kernel"; kernels.appendChild(k); }
   }
-  const rows = model.summary.layers.map((l) =>
-    `<tr><td>${l.layer}</td><td>${l.output.join("x")}</td><td>${l.params.toLocaleString()}</td></tr>`).join("");
-  $("summary").innerHTML = `<tr><th>layer</th><th>output</th><th>params</th></tr>${rows}`;
+  const table = $("summary");
+  const row = (cell, values) => {
+    const tr = el("tr");
+    tr.append(...values.map((v) => el(cell, "", v)));
+    table.appendChild(tr);
+  };
+  row("th", ["layer", "output", "params"]);
+  for (const l of model.summary.layers) row("td", [l.layer, l.output.join("x"), l.params.toLocaleString()]);
 }
 init();
