@@ -60,7 +60,7 @@ def export_onnx(ckpt: Checkpoint, out: str | os.PathLike, opset: int = 17) -> tu
         except Exception as e:  # the exporter's own errors are long; keep the first line
             raise CnnlabError(
                 f"ONNX export of {ckpt.path} failed at opset {opset}: {str(e).splitlines()[0]}"
-            ) from None
+            ) from e  # --debug shows the exporter's own traceback
         proto = onnx.load(str(tmp))
         for key, value in _metadata(ckpt).items():
             proto.metadata_props.add(key=key, value=value)

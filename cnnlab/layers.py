@@ -243,3 +243,18 @@ class DenseLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, self.body(x)], dim=1)
+
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, GaborConv2d)
+
+
+def conv_of(module: nn.Module) -> nn.Module | None:
+    """The convolution a spec layer is built as: the layer itself, or the convolution behind
+    the explicit padding of an asymmetric 'same' (Sequential(pad, conv)); None for any other."""
+    if (
+        isinstance(module, nn.Sequential)
+        and len(module) == 2
+        and isinstance(module[1], CONVOLUTIONS)
+    ):
+        return module[1]
+    return module if isinstance(module, CONVOLUTIONS) else None

@@ -68,13 +68,6 @@ def _grow(rf: int, jump: int, steps) -> tuple[int, int]:
     return rf, jump
 
 
-def _is_conv(module: nn.Module) -> bool:
-    """A convolution layer, possibly behind the explicit padding of asymmetric 'same'."""
-    if isinstance(module, nn.Sequential) and len(module) == 2:
-        module = module[1]
-    return isinstance(module, (nn.Conv1d, nn.Conv2d, L.GaborConv2d))
-
-
 def _macs(module: nn.Module, out: torch.Tensor) -> int:
     per_item = out[0].numel()
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
@@ -121,7 +114,7 @@ def summarize(model: Net) -> dict:
             "macs": macs[name],
             "receptive_field": rf,
         }
-        if _is_conv(module):
+        if L.conv_of(module) is not None:
             row["fc_equivalent"] = math.prod(in_shape) * math.prod(out_shape)
         rows.append(row)
         in_shape = out_shape

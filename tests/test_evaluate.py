@@ -81,9 +81,9 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path):
         "--data",
         str(run.parent / "data"),
         "--classes",
-        "4",
+        "10",
         "--epochs",
         "1",
     )
-    assert out.returncode == 1 and "images have 1 channel(s) but the model takes 3" in out.stderr
+    assert out.returncode == 1 and "--classes 10 but" in out.stderr and "has 4 classes" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

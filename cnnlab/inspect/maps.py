@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.layers import conv_of
 from cnnlab.spec import Net
-
-CONV = (nn.Conv1d, nn.Conv2d)
 
 
 def layer_names(model: Net) -> list[str]:
@@ -41,26 +40,12 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def feature_maps(model: Net, x: torch.Tensor, spatial_only: bool = True) -> dict[str, np.ndarray]:
-    """Every layer's output for ONE normalised input (1, C, H, W): name -> (C, H, W) array."""
+def feature_maps(model: Net, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """The output of every layer with spatial maps, for ONE normalised input (1, C, H, W):
+    name -> (C, H, W) array."""
     with evaluating(model):
         feats = model.features(x)
-    return {
-        name: t[0].float().numpy() for name, t in feats.items() if not spatial_only or t.dim() == 4
-    }
-
-
-def conv_of(module: nn.Module) -> nn.Module | None:
-    """The convolution (or Gabor bank) a layer is, if any."""
-    if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[1], CONV):
-        return module[1]
-    if (
-        isinstance(module, CONV)
-        or hasattr(module, "weight")
-        and type(module).__name__ == "GaborConv2d"
-    ):
-        return module
-    return None
+    return {name: t[0].float().numpy() for name, t in feats.items() if t.dim() == 4}
 
 
 def conv_layers(model: Net) -> list[str]:

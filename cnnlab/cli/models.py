@@ -1,0 +1,80 @@
+"""`cnnlab zoo`, `summary`, `gradcheck`: architectures before any training."""
+
+from __future__ import annotations
+
+import click
+
+from cnnlab.cli.root import SHOW, build_model, cli, model_options, print_json
+from cnnlab.errors import CnnlabError
+
+
+@cli.command("zoo")
+def zoo_cmd() -> None:
+    """List the architectures shipped with cnnlab."""
+    from cnnlab import zoo
+
+    names = zoo.names()
+    width = max(map(len, names))
+    for name in names:
+        spec = zoo.spec(name)
+        shape = "x".join(map(str, spec["input"]))
+        click.echo(
+            f"{name:<{width}}  {shape:>9} -> {spec['classes']:<4}  {spec.get('description', '')}"
+        )
+
+
+@cli.command("summary")
+@click.argument("model")
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def summary_cmd(model: str, input_shape, classes, overrides, as_json: bool) -> None:
+    """Per-layer output shape, parameters, multiply-adds and receptive field of MODEL.
+
+    MODEL is a zoo name, a spec file or a checkpoint.
+    """
+    from cnnlab.summary import format_summary, summarize
+
+    result = summarize(build_model(model, input_shape, classes, overrides))
+    print_json(result) if as_json else click.echo(format_summary(result))
+
+
+@cli.command("gradcheck")
+@click.argument("model")
+@model_options
+@click.option(
+    "--per-layer",
+    default=4,
+    type=click.IntRange(1),
+    help="Parameter entries checked per tensor.",
+    **SHOW,
+)
+@click.option(
+    "--tolerance", default=1e-3, type=float, help="Largest relative error allowed.", **SHOW
+)
+@click.option(
+    "--seed", default=0, type=int, help="Chooses the entries and the random batch.", **SHOW
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def gradcheck_cmd(
+    model, input_shape, classes, overrides, per_layer, tolerance, seed, as_json
+) -> None:
+    """Finite differences against backprop on every layer of MODEL (float64, tiny batch)."""
+    from cnnlab.gradcheck import gradcheck_model
+
+    net = build_model(model, input_shape, classes, overrides)
+    rows = gradcheck_model(net, net.input_shape, net.spec["classes"], per_layer, seed=seed)
+    worst = max((r["worst_rel_error"] for r in rows), default=0.0)
+    if as_json:
+        print_json({"tolerance": tolerance, "worst": worst, "layers": rows})
+    else:
+        for r in rows:
+            flag = "FAIL" if r["worst_rel_error"] > tolerance else "ok"
+            kinks = f"  ({r['kinks']} on a kink, skipped)" if r["kinks"] else ""
+            click.echo(
+                f"{r['layer']:<16} {r['checked']:>4} checked  worst {r['worst_rel_error']:.2e}  {flag}{kinks}"
+            )
+        click.echo(f"worst relative error {worst:.2e} (tolerance {tolerance:g})")
+    if worst > tolerance:
+        raise CnnlabError(
+            f"gradient check failed: worst relative error {worst:.2e} > {tolerance:g}"
+        )
