@@ -19,6 +19,7 @@ from torch import nn
 
 from cnnlab.checkpoint import is_checkpoint, load_checkpoint, load_tensors
 from cnnlab.errors import CnnlabError
+from cnnlab.torchvision_keys import from_torchvision
 
 MAX_LISTED = 12  # per kind of mismatch in the printed report; the rest is counted
 
@@ -83,12 +84,13 @@ def _torch_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> WeightReport:
-    """Copy every tensor of `state` whose name and shape fit `model`; report the rest."""
+    """Copy every tensor of `state` whose name and shape fit `model`; report the rest. A state
+    dict in torchvision's key layout is translated to the model's names first."""
+    translated = from_torchvision(model, state, str(source))  # None unless it is that layout
+    if translated is not None:
+        return _load_translated(model, translated, str(source))
     report = WeightReport(str(source))
     own = model.state_dict()
-    translated = _from_torchvision(model, state) if not set(state) & set(own) else None
-    if translated is not None:
-        state, report.layout = translated, "torchvision's layout"
     fitting = {}
     for key, value in state.items():
         if key not in own:
@@ -99,17 +101,18 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
             fitting[key] = value
     report.missing = [k for k in own if k not in state]
     if not fitting:
-        raise CnnlabError(f"--init {source}: no tensor fits the model by name and shape (its first keys: {', '.join(list(state)[:3])})")  # fmt: skip
-    with torch.no_grad():
-        for key, value in fitting.items():
-            own[key].copy_(value)
+        first = ", ".join(list(state)[:3])
+        raise CnnlabError(f"--init {source}: no tensor fits the model by name and shape (its first keys: {first})")  # fmt: skip
+    model.load_state_dict(fitting, strict=False)
     report.loaded = list(fitting)
     return report
 
 
-def _from_torchvision(model: nn.Module, state: dict[str, torch.Tensor]) -> dict | None:
-    try:
-        from cnnlab.torchvision_keys import from_torchvision
-    except ImportError:
-        return None
-    return from_torchvision(model, state)
+def _load_translated(model: nn.Module, t, source: str) -> WeightReport:
+    model.load_state_dict(t.state, strict=False)
+    report = WeightReport(source, loaded=list(t.state), missing=list(t.missing), unused=list(t.unused),
+                          layout=f"torchvision's {t.family} layout")  # fmt: skip
+    report.reshaped = [(m.key, m.expected, m.found) for m in t.misfit]
+    if t.extra_layers:  # the tensors fit, but the model computes something torchvision's does not
+        report.missing += [f"{name} (a layer torchvision's model lacks)" for name in t.extra_layers]
+    return report

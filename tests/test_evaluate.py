@@ -85,5 +85,7 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path):
         "--epochs",
         "1",
     )
-    assert out.returncode == 1 and "--classes 10 but" in out.stderr and "has 4 classes" in out.stderr
+    assert (
+        out.returncode == 1 and "--classes 10 but" in out.stderr and "has 4 classes" in out.stderr
+    )
     assert len(out.stderr.strip().splitlines()) == 1

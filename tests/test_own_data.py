@@ -201,3 +201,22 @@ def test_fine_tuning_a_mnist_model_beats_training_from_scratch(mnist_root, tmp_p
         accuracy[name] = metrics(ckpt, eval_data(ckpt, str(held_out))[0])["accuracy"]
     assert accuracy["tuned"] > accuracy["scratch"] + 0.1, accuracy
     assert tuned["history"][-1]["train_acc"] > 0.9 and scratch["epochs"] == 15
+
+
+def test_init_takes_a_torchvision_layout_file_and_rebuilds_the_head(tmp_path, capsys):
+    from tests.test_torchvision_keys import REFERENCES  # an independent torchvision-style ResNet-18
+
+    reference = REFERENCES["resnet18"]()
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    photos = photo_folder(tmp_path / "photos", 8)
+    train(TrainConfig(model="resnet18", data=str(photos), input="3,64,64", init=str(tmp_path / "resnet18.pth"),
+                      epochs=1, batch_size=16, val_split=0.0, augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    out = capsys.readouterr().out
+    assert (
+        f"--init {tmp_path / 'resnet18.pth'}: 120 tensors loaded (torchvision's resnet layout)"
+        in out
+    )
+    assert (
+        "re-initialised, shapes differ (2): dense1.weight [4, 512] vs [1000, 512], dense1.bias [4] vs [1000]"
+        in out
+    )
