@@ -459,12 +459,6 @@ class Net(nn.Sequential):
         the output kept for the layer before it, and any earlier output that one aliases
         (dropout in eval mode returns its input, flatten a view of it).
         """
-
-        def writes_its_input(module: nn.Module) -> bool:
-            while isinstance(module, nn.Sequential) and len(module):
-                module = module[0]
-            return bool(getattr(module, "inplace", False))
-
         outputs = {}
         for name, module in self.named_children():
             x = module(x.clone() if writes_its_input(module) else x)
@@ -472,6 +466,20 @@ class Net(nn.Sequential):
             if name == upto:
                 break
         return outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """As nn.Sequential's, except that the caller's tensor is never written to: a first
+        layer that works in place is given a copy."""
+        for i, module in enumerate(self):
+            x = module(x.clone() if i == 0 and writes_its_input(module) else x)
+        return x
+
+
+def writes_its_input(module: nn.Module) -> bool:
+    """True for a layer that overwrites its input (an in-place relu, or a block starting with one)."""
+    while isinstance(module, nn.Sequential) and len(module):
+        module = module[0]
+    return bool(getattr(module, "inplace", False))
 
 
 def _where(source: str, index: int, kind: str, name: str | None = None) -> str:
