@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.train.runtime import native_bf16
+
 
 def cpu_model() -> str:
     info = Path("/proc/cpuinfo")
@@ -26,11 +28,12 @@ def provenance() -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": cpu_model(),
-        "bf16": False,
+        "bf16": native_bf16(),
         "commit": commit,
     }
 
 
 def headline() -> str:
     p = provenance()
-    return f"torch {p['torch']}, {p['threads']} threads, {p['cpu']}, bf16 off, commit {p['commit'] or 'unknown'}"
+    bf16 = "native bf16" if p["bf16"] else "no native bf16"
+    return f"torch {p['torch']}, {p['threads']} threads, {p['cpu']}, {bf16}, commit {p['commit'] or 'unknown'}"

@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py             # all rows plus a full default training run
     python benchmarks/throughput.py --no-memory # skip the training run
+    python benchmarks/throughput.py --roofline  # training FLOPs against the machine's matmul peak
 
 Training: images/s of forward + backward + Nesterov step at batch 256 (channels-last, heap
 reuse on, as `cnnlab train` runs).
@@ -22,9 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnlab.optim import make_optimizer
-from cnnlab.runtime import keep_freed_memory
 from cnnlab.spec import build
+from cnnlab.summary import summarize
+from cnnlab.train.optim import make_optimizer
+from cnnlab.train.runtime import keep_freed_memory, native_bf16
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import headline  # noqa: E402
@@ -84,14 +86,61 @@ def peak_memory_of_default_run() -> tuple[float, float]:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, wall
 
 
+def matmul_peak(dtype: torch.dtype, n: int = 2048) -> float:
+    """GFLOP/s of an n x n matrix product: what this CPU's GEMM reaches, the practical ceiling."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return _timed(lambda: a @ b, seconds=3.0) * 2 * n**3 / 1e9
+
+
+def training_flops(name: str) -> float:
+    """FLOPs to train on one image: 2 per multiply-add forward, twice that again backward
+    (gradients of the inputs and of the weights)."""
+    return 2 * 3 * summarize(build(name))["totals"]["macs"]
+
+
+def epoch_rate() -> float:
+    """Images/s of one epoch of the default recipe as `cnnlab train` runs it (data in memory)."""
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.setup import make_trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(TrainConfig(out=tmp, val_split=0.0))
+        return trainer.train_epoch(1)["images_per_s"]
+
+
+def roofline() -> None:
+    peaks = {"fp32": matmul_peak(torch.float32)}
+    if native_bf16():
+        peaks["bf16"] = matmul_peak(torch.bfloat16)
+    print(
+        "matmul peak (2048 x 2048): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+    )
+    print(
+        f"{'model':<14} {'train MFLOP/img':>16} {'train img/s':>12} {'GFLOP/s':>8} {'of fp32 peak':>13}"
+    )
+    rows = [(name, train_rate(name)) for name in MODELS]
+    rows.append(("mnistnet epoch", epoch_rate()))
+    for name, rate in rows:
+        flops = training_flops(name.split()[0])
+        achieved = flops * rate / 1e9
+        print(
+            f"{name:<14} {flops / 1e6:>16.2f} {rate:>12.0f} {achieved:>8.1f} {achieved / peaks['fp32']:>12.1%}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--roofline", action="store_true", help="Only the FLOP table.")
     args = parser.parse_args()
     keep_freed_memory()
     print(headline() + ", channels-last on")
+    if args.roofline:
+        roofline()
+        return
     print(
         f"{'model':<14} {'input':>9} {'train img/s':>12} {'batch-1 ms':>11} {'batch-256 img/s':>16}"
     )
