@@ -130,9 +130,17 @@ def main() -> None:
             accs.append(acc)
             walls.append(wall)
             print(f"--> {label}, seed {seed}: {100 * acc:.2f}% in {wall:.0f}s", flush=True)
-        row = {"label": label, "model": model, "epochs": n_epochs, "settings": settings,
-               "seeds": seeds, "test_accs": accs, "test_acc": statistics.median(accs),
-               "target": target, "wall_s": statistics.median(walls)}  # fmt: skip
+        row = {
+            "label": label,
+            "model": model,
+            "epochs": n_epochs,
+            "settings": settings,
+            "seeds": seeds,
+            "test_accs": accs,
+            "test_acc": statistics.median(accs),
+            "target": target,
+            "wall_s": statistics.median(walls),
+        }
         results.append(row)
     print()
     print(
@@ -143,7 +151,8 @@ def main() -> None:
         mark = "" if not r["target"] else ("ok" if r["test_acc"] >= r["target"] else "BELOW")
         spread = " ".join(f"{100 * a:.2f}" for a in r["test_accs"]) if len(r["seeds"]) > 1 else ""
         print(
-            f"{r['label']:<32} {r['epochs']:>6} {100 * r['test_acc']:>8.2f}% {target:>8} {r['wall_s']:>6.0f}s  {spread} {mark}"
+            f"{r['label']:<32} {r['epochs']:>6} {100 * r['test_acc']:>8.2f}% {target:>8} "
+            f"{r['wall_s']:>6.0f}s  {spread} {mark}"
         )
     out = (
         Path(__file__).parent

@@ -36,4 +36,5 @@ def provenance() -> dict:
 def headline() -> str:
     p = provenance()
     bf16 = "native bf16" if p["bf16"] else "no native bf16"
-    return f"torch {p['torch']}, {p['threads']} threads, {p['cpu']}, {bf16}, commit {p['commit'] or 'unknown'}"
+    commit = p["commit"] or "unknown"
+    return f"torch {p['torch']}, {p['threads']} threads, {p['cpu']}, {bf16}, commit {commit}"

@@ -66,11 +66,13 @@ def measure(base: str, body: bytes, concurrency: int, count: int) -> dict:
     wall = time.perf_counter() - start
     latencies = sorted(t for t, _ in results)
     return {
-        "concurrency": concurrency, "requests": count,
+        "concurrency": concurrency,
+        "requests": count,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * float(np.percentile(latencies, 99)),
-        "rps": count / wall, "errors": sum(not ok for _, ok in results),
-    }  # fmt: skip
+        "rps": count / wall,
+        "errors": sum(not ok for _, ok in results),
+    }
 
 
 def latency(run: str, requests: int) -> None:
@@ -78,11 +80,13 @@ def latency(run: str, requests: int) -> None:
     with running_server(run) as (base, _):
         rows = [measure(base, body, c, requests) for c in (1, 8)]
     print(
-        f"{'concurrency':>11} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}"
+        f"{'concurrency':>11} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'req/s':>8} {'errors':>6}"
     )
     for r in rows:
         print(
-            f"{r['concurrency']:>11} {r['requests']:>8} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['rps']:>8.1f} {r['errors']:>6}"
+            f"{r['concurrency']:>11} {r['requests']:>8} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{r['rps']:>8.1f} {r['errors']:>6}"
         )
 
 
@@ -96,8 +100,14 @@ def memory(run: str, name: str, body: bytes, ctype: str, rounds: int, extra: lis
         peak = peak_rss_mb(proc.pid)
         alive = proc.poll() is None and post(base, digit_png()) == 200
     counts = ", ".join(f"{statuses.count(s)} x {s}" for s in sorted(set(statuses)))
-    return {"upload": name, "bytes": len(body), "statuses": counts, "idle_mb": idle,
-            "peak_mb": peak, "alive": alive}  # fmt: skip
+    return {
+        "upload": name,
+        "bytes": len(body),
+        "statuses": counts,
+        "idle_mb": idle,
+        "peak_mb": peak,
+        "alive": alive,
+    }
 
 
 def main() -> None:
@@ -107,23 +117,32 @@ def main() -> None:
     parser.add_argument("run", help="run directory or checkpoint to serve")
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=2, help="uploads per client (8 clients)")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                        help="pixel cap to serve with, and the size of the uploads")  # fmt: skip
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help="pixel cap to serve with, and the size of the uploads",
+    )
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
     extra = ["--max-pixels", str(args.max_pixels)]
     if not args.skip_latency:
         latency(args.run, args.requests)
     uploads = big_uploads(args.max_pixels, args.max_pixels // WEBP_COST)
-    rows = [memory(args.run, name, body, ctype, args.rounds, extra)
-            for name, (body, ctype) in uploads.items()]  # fmt: skip
+    rows = [
+        memory(args.run, name, body, ctype, args.rounds, extra)
+        for name, (body, ctype) in uploads.items()
+    ]
     print(
-        f"\nserver memory, 8 concurrent clients x {args.rounds} uploads each, --max-pixels {args.max_pixels}"
+        f"\nserver memory, 8 concurrent clients x {args.rounds} uploads each, "
+        f"--max-pixels {args.max_pixels}"
     )
     print(f"{'upload':<40} {'bytes':>9} {'start MB':>8} {'peak MB':>8}  statuses (alive after)")
     for r in rows:
-        print(f"{r['upload']:<40} {r['bytes']:>9} {r['idle_mb']:>8.0f} {r['peak_mb']:>8.0f}  "
-              f"{r['statuses']} ({'yes' if r['alive'] else 'NO'})")  # fmt: skip
+        print(
+            f"{r['upload']:<40} {r['bytes']:>9} {r['idle_mb']:>8.0f} {r['peak_mb']:>8.0f}  "
+            f"{r['statuses']} ({'yes' if r['alive'] else 'NO'})"
+        )
 
 
 if __name__ == "__main__":

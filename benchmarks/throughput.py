@@ -116,7 +116,8 @@ def roofline() -> None:
         "matmul peak (2048 x 2048): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
     )
     print(
-        f"{'model':<14} {'train MFLOP/img':>16} {'train img/s':>12} {'GFLOP/s':>8} {'of fp32 peak':>13}"
+        f"{'model':<14} {'train MFLOP/img':>16} {'train img/s':>12} {'GFLOP/s':>8} "
+        f"{'of fp32 peak':>13}"
     )
     rows = [(name, train_rate(name)) for name in MODELS]
     rows.append(("mnistnet epoch", epoch_rate()))
@@ -124,7 +125,8 @@ def roofline() -> None:
         flops = training_flops(name.split()[0])
         achieved = flops * rate / 1e9
         print(
-            f"{name:<14} {flops / 1e6:>16.2f} {rate:>12.0f} {achieved:>8.1f} {achieved / peaks['fp32']:>12.1%}",
+            f"{name:<14} {flops / 1e6:>16.2f} {rate:>12.0f} {achieved:>8.1f} "
+            f"{achieved / peaks['fp32']:>12.1%}",
             flush=True,
         )
 
@@ -155,7 +157,8 @@ def main() -> None:
     if not args.no_memory:
         mb, wall = peak_memory_of_default_run()
         print(
-            f"\ndefault `cnnlab train` (mnistnet, MNIST): peak resident memory {mb:.0f} MB, wall {wall:.0f}s"
+            f"\ndefault `cnnlab train` (mnistnet, MNIST): peak resident memory {mb:.0f} MB, "
+            f"wall {wall:.0f}s"
         )
 
 

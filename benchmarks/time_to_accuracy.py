@@ -64,8 +64,13 @@ def run_cnnlab(seed: int, fast: bool = True) -> dict:
     tracker = Tracker(lambda: trainer.evaluate(trainer.p.test)["acc"], trainer.steps_per_epoch)
     trainer.step_hook = lambda t, epoch, step: tracker((epoch - 1) * t.steps_per_epoch + step + 1)
     result = trainer.fit()
-    return {"hits": tracker.hits, "final_acc": result["test_acc"], "evals": tracker.evals,
-            "total_s": time.time() - T0, "log": tracker.log[:12]}  # fmt: skip
+    return {
+        "hits": tracker.hits,
+        "final_acc": result["test_acc"],
+        "evals": tracker.evals,
+        "total_s": time.time() - T0,
+        "log": tracker.log[:12],
+    }
 
 
 def run_baseline(seed: int) -> dict:
@@ -144,8 +149,11 @@ WORKERS = {
 
 
 def spawn(which: str, seed: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", which, "--seed", str(seed)],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", which, "--seed", str(seed)],
+        capture_output=True,
+        text=True,
+    )
     line = next((x for x in out.stdout.splitlines() if x.startswith("WORKER ")), None)
     if out.returncode or line is None:
         raise SystemExit(f"{which} seed {seed} failed:\n{out.stderr[-3000:]}")
@@ -193,13 +201,17 @@ def main() -> None:
         finals = ", ".join(f"{100 * r['final_acc']:.2f}%" for r in rs)
         last = "stops at 99.0%" if name == "baseline" else fmt(t995)
         print(f"{name:13} {fmt(t99):>30} {last:>30}  {finals}")
-        median[name] = [statistics.median(d) if (d := [v for v in t if v is not None]) else float("nan")
-                        for t in (t99, t995)]  # fmt: skip
+        median[name] = [
+            statistics.median(d) if (d := [v for v in t if v is not None]) else float("nan")
+            for t in (t99, t995)
+        ]
     if "cnnlab" in median and "baseline" in median:
         ratio = median["baseline"][0] / median["cnnlab"][0]
         print(f"\nbaseline / cnnlab at 99.0%: {ratio:.1f}x")
-        print(f"RESULT tta99_s={median['cnnlab'][0]:.1f} tta995_s={median['cnnlab'][1]:.1f} "
-              f"baseline_tta99_s={median['baseline'][0]:.1f} ratio={ratio:.1f}")  # fmt: skip
+        print(
+            f"RESULT tta99_s={median['cnnlab'][0]:.1f} tta995_s={median['cnnlab'][1]:.1f} "
+            f"baseline_tta99_s={median['baseline'][0]:.1f} ratio={ratio:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -48,11 +48,15 @@ def conform(images: torch.Tensor, recipe: dict, source: str) -> torch.Tensor:
     want = (recipe["channels"], *recipe["size"])
     if (c, h, w) != want:
         if hasattr(images, "padded"):  # a streamed folder is decoded by workers at its own size
-            raise CnnlabError(f"{source}: streamed images are {c}x{h}x{w}, expected {'x'.join(map(str, want))}")  # fmt: skip
+            raise CnnlabError(
+                f"{source}: streamed images are {c}x{h}x{w}, expected {'x'.join(map(str, want))}"
+            )
         images = convert_images(images, want[0], want[1:])
     ph, pw = recipe["pad"]
     if ph or pw:
-        images = images.padded(ph, pw) if hasattr(images, "padded") else F.pad(images, (pw, pw, ph, ph))  # fmt: skip
+        images = (
+            images.padded(ph, pw) if hasattr(images, "padded") else F.pad(images, (pw, pw, ph, ph))
+        )
     return images
 
 
@@ -67,7 +71,10 @@ def convert_images(images: torch.Tensor, channels: int, size: tuple[int, int]) -
     if arrays.shape[1] not in (1, 3):
         raise CnnlabError(f"cannot convert images of {arrays.shape[1]} channels to {channels}")
     gray = arrays.shape[1] == 1
-    out = [to_array(Image.fromarray(a[0] if gray else a.transpose(1, 2, 0)), channels, size) for a in arrays]  # fmt: skip
+    out = [
+        to_array(Image.fromarray(a[0] if gray else a.transpose(1, 2, 0)), channels, size)
+        for a in arrays
+    ]
     return torch.from_numpy(np.stack(out)) if out else images.new_empty((0, channels, *size))
 
 

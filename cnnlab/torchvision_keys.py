@@ -40,9 +40,16 @@ from cnnlab.errors import CnnlabError
 from cnnlab.spec import Net
 
 GOOGLENET_INCEPTIONS = (
-    "inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
-    "inception4d", "inception4e", "inception5a", "inception5b",
-)  # fmt: skip
+    "inception3a",
+    "inception3b",
+    "inception4a",
+    "inception4b",
+    "inception4c",
+    "inception4d",
+    "inception4e",
+    "inception5a",
+    "inception5b",
+)
 FAMILY_BLOCKS = {"residual": "resnet", "dense_block": "densenet", "inception": "googlenet"}
 FEATURE_KINDS = {"conv", "batchnorm", "relu", "pool"}  # one module each in vgg's `features`
 CLASSIFIER_KINDS = {"dropout", "dense", "relu"}  # one module each in vgg's `classifier`

@@ -70,7 +70,10 @@ def _torch_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling refused, or not a torch file at all
-        raise CnnlabError(f"--init {path}: not a PyTorch state dict that loads with weights_only=True ({str(e).splitlines()[0][:200]})") from None  # fmt: skip
+        raise CnnlabError(
+            f"--init {path}: not a PyTorch state dict that loads with weights_only=True "
+            f"({str(e).splitlines()[0][:200]})"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -79,7 +82,7 @@ def _torch_state(path: Path) -> dict[str, torch.Tensor]:
         or not obj
         or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
     ):
-        raise CnnlabError(f"--init {path}: expected a mapping of parameter names to tensors")  # fmt: skip
+        raise CnnlabError(f"--init {path}: expected a mapping of parameter names to tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}  # DataParallel's prefix
 
 
@@ -102,7 +105,9 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
     report.missing = [k for k in own if k not in state]
     if not fitting:
         first = ", ".join(list(state)[:3])
-        raise CnnlabError(f"--init {source}: no tensor fits the model by name and shape (its first keys: {first})")  # fmt: skip
+        raise CnnlabError(
+            f"--init {source}: no tensor fits the model by name and shape (its first keys: {first})"
+        )
     model.load_state_dict(fitting, strict=False)
     report.loaded = list(fitting)
     return report
@@ -110,8 +115,13 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
 
 def _load_translated(model: nn.Module, t, source: str) -> WeightReport:
     model.load_state_dict(t.state, strict=False)
-    report = WeightReport(source, loaded=list(t.state), missing=list(t.missing), unused=list(t.unused),
-                          layout=f"torchvision's {t.family} layout")  # fmt: skip
+    report = WeightReport(
+        source,
+        loaded=list(t.state),
+        missing=list(t.missing),
+        unused=list(t.unused),
+        layout=f"torchvision's {t.family} layout",
+    )
     report.reshaped = [(m.key, m.expected, m.found) for m in t.misfit]
     if t.extra_layers:  # the tensors fit, but the model computes something torchvision's does not
         report.missing += [f"{name} (a layer torchvision's model lacks)" for name in t.extra_layers]

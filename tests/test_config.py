@@ -19,8 +19,13 @@ from cnnlab.train.config import (
 
 
 def cnnlab(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
 
 
 def _error_line(proc) -> str:

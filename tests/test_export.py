@@ -16,9 +16,11 @@ from cnnlab.spec import apply_overrides, build, load_spec, retarget
 
 # Shrink only the huge dense layers: the test is about the operators, not the bytes.
 SHRINK = {
-    "alexnet": ["dense1.units=64", "dense2.units=64"], "zfnet": ["dense1.units=64", "dense2.units=64"],
-    "vgg11": ["dense1.units=64", "dense2.units=64"], "vgg16": ["dense1.units=64", "dense2.units=64"],
-}  # fmt: skip
+    "alexnet": ["dense1.units=64", "dense2.units=64"],
+    "zfnet": ["dense1.units=64", "dense2.units=64"],
+    "vgg11": ["dense1.units=64", "dense2.units=64"],
+    "vgg16": ["dense1.units=64", "dense2.units=64"],
+}
 SIZE = {"nin": 96}
 
 
@@ -76,7 +78,21 @@ def test_torchscript_and_cli(tmp_path):
     ckpt = _checkpoint("lenet5", tmp_path)
     path, diff = export_torchscript(ckpt, tmp_path / "m.pt")
     assert diff <= 1e-4 and torch.jit.load(str(path))(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
-    out = subprocess.run([sys.executable, "-m", "cnnlab", "export", str(ckpt.path), "--format", "onnx",
-                          "--out", str(tmp_path / "cli.onnx")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "export",
+            str(ckpt.path),
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "cli.onnx"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.split()[0]).is_file() and "max |difference|" in out.stdout

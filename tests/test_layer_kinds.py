@@ -33,7 +33,11 @@ def np_conv(x, w, b, stride, pads, dilation=(1, 1), groups=1):
         first = (f // per_group) * cg
         for i in range(out_h):
             for j in range(out_w):
-                window = x[first : first + cg, i * sh : i * sh + dh * (kh - 1) + 1 : dh, j * sw : j * sw + dw * (kw - 1) + 1 : dw]  # fmt: skip
+                window = x[
+                    first : first + cg,
+                    i * sh : i * sh + dh * (kh - 1) + 1 : dh,
+                    j * sw : j * sw + dw * (kw - 1) + 1 : dw,
+                ]
                 out[f, i, j] = (window * w[f]).sum() + (b[f] if b is not None else 0.0)
     return out
 
@@ -110,6 +114,10 @@ def ref_pool(mode, pad=(0, 0)):
     return lambda x, m, f: np_pool(x, mode, (2, 2), (2, 2), pad)
 
 
+def ref_pool1d(x, m, f):
+    return np_pool(x[:, None], "max", (1, 2), (1, 2))[:, 0]
+
+
 def ref_batchnorm(x, m, f):
     g, b, mu, var = _params(m, "weight", "bias", "running_mean", "running_var")
     return (x - mu[:, None, None]) / np.sqrt(var[:, None, None] + m.eps) * g[:, None, None] + b[
@@ -175,13 +183,25 @@ def ref_transition(x, m, f):
     return np_pool(y, "mean", (2, 2), (2, 2))
 
 
-# kind -> (input shape, fields, NumPy reference of the layer's output or None, train mode for gradcheck)
+CONV = {"filters": 4, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 2, 0, 1]}
+CONV |= {"dilation": [1, 2], "groups": 2, "rounding": "floor"}
+LRN = {"size": 3, "alpha": 0.1, "beta": 0.75, "k": 2.0}
+INCEPTION = {
+    "b1": 2,
+    "b3_reduce": 2,
+    "b3": 2,
+    "b5_reduce": 2,
+    "b5": 2,
+    "pool_proj": 2,
+    "b5_kernel": 3,
+}
+# kind -> (input shape, fields, NumPy reference of the layer's output)
 CASES = {
-    "conv": ([4, 7, 8], {"filters": 4, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 2, 0, 1], "dilation": [1, 2], "groups": 2, "rounding": "floor"}, ref_conv),
+    "conv": ([4, 7, 8], CONV, ref_conv),
     "gabor": ([2, 6, 6], {"filters": 3, "kernel": 3, "padding": 1}, ref_gabor),
     "pool": ([2, 6, 6], {"mode": "max", "size": 2}, ref_pool("max")),
     "global_pool": ([3, 4, 5], {"mode": "avg"}, lambda x, m, f: x.mean((1, 2))),
-    "adaptive_pool": ([2, 6, 6], {"mode": "max", "size": 3}, lambda x, m, f: np_pool(x, "max", (2, 2), (2, 2))),
+    "adaptive_pool": ([2, 6, 6], {"mode": "max", "size": 3}, ref_pool("max")),  # 6 -> 3: 2x2
     "channel_pool": ([6, 3, 3], {"group": 3}, lambda x, m, f: x.reshape(2, 3, 3, 3).max(1)),
     "dense": ([2, 3, 3], {"units": 5}, ref_dense),
     "flatten": ([2, 3, 3], {}, lambda x, m, f: x.ravel()),
@@ -194,9 +214,9 @@ CASES = {
     "log_softmax": ([5], {}, lambda x, m, f: np.log(np_softmax(x))),
     "dropout": ([2, 4, 4], {"rate": 0.5}, lambda x, m, f: x),  # evaluation: the identity
     "batchnorm": ([3, 4, 4], {"eps": 1e-3}, ref_batchnorm),
-    "lrn": ([5, 3, 3], {"size": 3, "alpha": 0.1, "beta": 0.75, "k": 2.0}, lambda x, m, f: np_lrn(x, 3, 0.1, 0.75, 2.0)),
+    "lrn": ([5, 3, 3], LRN, lambda x, m, f: np_lrn(x, **f)),
     "residual": ([4, 6, 6], {"filters": 4}, ref_residual),
-    "inception": ([4, 6, 6], {"b1": 2, "b3_reduce": 2, "b3": 2, "b5_reduce": 2, "b5": 2, "pool_proj": 2, "b5_kernel": 3}, ref_inception),
+    "inception": ([4, 6, 6], INCEPTION, ref_inception),
     "dense_block": ([4, 4, 4], {"layers": 2, "growth": 2, "bn_size": 2}, ref_dense_block),
     "transition": ([4, 4, 4], {"compression": 0.5}, ref_transition),
 }  # fmt: skip
@@ -208,7 +228,7 @@ POOL_MODES = {
 }
 ONE_D = {  # the same layers on (C, L) sequences
     "conv": ([2, 9], {"filters": 3, "kernel": 3, "stride": 2, "padding": 1}, ref_conv1d),
-    "pool": ([2, 8], {"mode": "max", "size": 2}, lambda x, m, f: np_pool(x[:, None], "max", (1, 2), (1, 2))[:, 0]),
+    "pool": ([2, 8], {"mode": "max", "size": 2}, ref_pool1d),
     "global_pool": ([3, 7], {"mode": "max"}, lambda x, m, f: x.max(1)),
     "batchnorm": ([3, 6], {}, lambda x, m, f: ref_batchnorm(x[:, None], m, f)[:, 0]),
 }  # fmt: skip
@@ -241,7 +261,20 @@ def _all_cases():
     for kind, case in CASES.items():
         yield kind, kind, case
     for mode, reference in POOL_MODES.items():
-        yield f"pool-{mode}", "pool", ([2, 6, 6], {"mode": mode, "size": 2, "padding": 1 if mode != "stochastic" else 0, "rounding": "floor"}, reference)  # fmt: skip
+        yield (
+            f"pool-{mode}",
+            "pool",
+            (
+                [2, 6, 6],
+                {
+                    "mode": mode,
+                    "size": 2,
+                    "padding": 1 if mode != "stochastic" else 0,
+                    "rounding": "floor",
+                },
+                reference,
+            ),
+        )
     for kind, case in ONE_D.items():
         yield f"{kind}-1d", kind, case
 
@@ -311,20 +344,46 @@ def test_every_kind_exports_to_onnx(tmp_path):
     from cnnlab.export import export_onnx
 
     images = [
-        {"type": "conv", "filters": 8, "kernel": 3, "padding": "same"}, {"type": "batchnorm"}, {"type": "relu"},
+        {"type": "conv", "filters": 8, "kernel": 3, "padding": "same"},
+        {"type": "batchnorm"},
+        {"type": "relu"},
         {"type": "residual", "filters": 8},
-        {"type": "inception", "b1": 2, "b3_reduce": 2, "b3": 2, "b5_reduce": 2, "b5": 2, "pool_proj": 2},
-        {"type": "dense_block", "layers": 1, "growth": 4}, {"type": "transition"},
-        {"type": "gabor", "filters": 4, "kernel": 3, "padding": 1}, {"type": "lrn", "size": 3},
-        {"type": "channel_pool", "group": 2}, {"type": "pool", "mode": "sum", "size": 2},
-        {"type": "pool", "mode": "stochastic", "size": 2}, {"type": "leaky_relu"}, {"type": "softplus"},
-        {"type": "pool", "mode": "max", "size": 2, "stride": 1}, {"type": "tanh"}, {"type": "sigmoid"},
-        {"type": "adaptive_pool", "size": 2}, {"type": "pool", "mode": "mean", "size": 2},
-        {"type": "dropout"}, {"type": "flatten"}, {"type": "dense", "units": 6},
-        {"type": "softmax"}, {"type": "log_softmax"}, {"type": "dense"},
-    ]  # fmt: skip
-    sequences = [{"type": "conv", "filters": 4, "kernel": 3}, {"type": "pool", "mode": "mean", "size": 2},
-                 {"type": "global_pool"}, {"type": "dense"}]  # fmt: skip
+        {
+            "type": "inception",
+            "b1": 2,
+            "b3_reduce": 2,
+            "b3": 2,
+            "b5_reduce": 2,
+            "b5": 2,
+            "pool_proj": 2,
+        },
+        {"type": "dense_block", "layers": 1, "growth": 4},
+        {"type": "transition"},
+        {"type": "gabor", "filters": 4, "kernel": 3, "padding": 1},
+        {"type": "lrn", "size": 3},
+        {"type": "channel_pool", "group": 2},
+        {"type": "pool", "mode": "sum", "size": 2},
+        {"type": "pool", "mode": "stochastic", "size": 2},
+        {"type": "leaky_relu"},
+        {"type": "softplus"},
+        {"type": "pool", "mode": "max", "size": 2, "stride": 1},
+        {"type": "tanh"},
+        {"type": "sigmoid"},
+        {"type": "adaptive_pool", "size": 2},
+        {"type": "pool", "mode": "mean", "size": 2},
+        {"type": "dropout"},
+        {"type": "flatten"},
+        {"type": "dense", "units": 6},
+        {"type": "softmax"},
+        {"type": "log_softmax"},
+        {"type": "dense"},
+    ]
+    sequences = [
+        {"type": "conv", "filters": 4, "kernel": 3},
+        {"type": "pool", "mode": "mean", "size": 2},
+        {"type": "global_pool"},
+        {"type": "dense"},
+    ]
     covered = {layer["type"] for layer in images + sequences}
     assert covered == set(KINDS)
     for shape, layers in (([3, 32, 32], images), ([2, 16], sequences)):

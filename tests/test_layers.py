@@ -13,11 +13,17 @@ def _conv_net(cin, filters, kernel, stride, padding):
         "input": [cin, 7, 7],
         "classes": 2,
         "layers": [
-            {"type": "conv", "filters": filters, "kernel": kernel, "stride": stride,
-             "padding": padding, "rounding": "floor"},
+            {
+                "type": "conv",
+                "filters": filters,
+                "kernel": kernel,
+                "stride": stride,
+                "padding": padding,
+                "rounding": "floor",
+            },
             {"type": "dense"},
         ],
-    }  # fmt: skip
+    }
     return build(spec).conv1
 
 
@@ -58,12 +64,16 @@ def test_conv_forward_and_both_gradients_match_the_seed_equations(
 
 
 def test_valid_and_same_sizes_follow_the_formula():
-    spec = {"input": [3, 11, 9], "classes": 2, "layers": [
-        {"type": "conv", "filters": 4, "kernel": 3, "padding": "same"},
-        {"type": "conv", "filters": 5, "kernel": [3, 5]},
-        {"type": "conv", "filters": 1, "kernel": 1},
-        {"type": "dense"},
-    ]}  # fmt: skip
+    spec = {
+        "input": [3, 11, 9],
+        "classes": 2,
+        "layers": [
+            {"type": "conv", "filters": 4, "kernel": 3, "padding": "same"},
+            {"type": "conv", "filters": 5, "kernel": [3, 5]},
+            {"type": "conv", "filters": 1, "kernel": 1},
+            {"type": "dense"},
+        ],
+    }
     net = build(spec)
     assert net.shapes["conv1"] == (4, 11, 9)  # same: (F-1)/2 padding at stride 1
     assert net.shapes["conv2"] == (5, 9, 5)  # valid: (M-m+1) x (N-n+1)
@@ -72,8 +82,14 @@ def test_valid_and_same_sizes_follow_the_formula():
 
 
 def test_same_padding_with_stride_and_even_kernel_is_asymmetric_and_correct():
-    spec = {"input": [1, 8, 8], "classes": 2, "layers": [
-        {"type": "conv", "filters": 1, "kernel": 3, "stride": 2, "padding": "same"}, {"type": "dense"}]}  # fmt: skip
+    spec = {
+        "input": [1, 8, 8],
+        "classes": 2,
+        "layers": [
+            {"type": "conv", "filters": 1, "kernel": 3, "stride": 2, "padding": "same"},
+            {"type": "dense"},
+        ],
+    }
     net = build(spec)
     assert net.shapes["conv1"] == (1, 4, 4)
     x = torch.randn(1, 1, 8, 8)
@@ -129,7 +145,7 @@ def test_stochastic_pool_samples_follow_p_and_route_gradient_to_the_sample():
     gen = torch.Generator().manual_seed(0)
     out = L.stochastic_pool2d(x, 3, 3, training=True, generator=gen)
     out.sum().backward()
-    # each draw's gradient is one-hot at the location it sampled, and that location's value is the output
+    # each draw's gradient is one-hot at the location it sampled, whose value is the output
     grads = x.grad.view(draws, 9)
     assert torch.all(grads.sum(1) == 1) and torch.all((grads == 0) | (grads == 1))
     picked = grads.argmax(1)
@@ -179,15 +195,18 @@ def test_gabor_bank_is_seeded_normalised_and_frozen():
     assert torch.allclose(k[0], k[4]) and not torch.allclose(k[:, 0], k[:, 2])
 
 
-@pytest.mark.parametrize("make", [
-    lambda: L.SumPool2d(2, 2),
-    lambda: L.SumPool2d(3, 2, 1),
-    lambda: L.StochasticPool2d(2, 2).eval(),
-    lambda: L.ChannelMaxPool(2),
-    lambda: L.GaborConv2d(2, 3, 3).double(),
-    lambda: L.Dense(2 * 6 * 6, 3).double(),
-    lambda: L.PadShortcut(2, 2),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: L.SumPool2d(2, 2),
+        lambda: L.SumPool2d(3, 2, 1),
+        lambda: L.StochasticPool2d(2, 2).eval(),
+        lambda: L.ChannelMaxPool(2),
+        lambda: L.GaborConv2d(2, 3, 3).double(),
+        lambda: L.Dense(2 * 6 * 6, 3).double(),
+        lambda: L.PadShortcut(2, 2),
+    ],
+)
 def test_gradcheck_float64(make):
     torch.manual_seed(0)
     module = make()

@@ -26,7 +26,9 @@ def photo_folder(root, per_class=40, seed=0):
             h, w = (int(v) for v in rng.integers(24, 72, 2))
             img = rng.integers(0, 90, (h, w, 3), dtype=np.uint8)
             top, left = (label // 2) * h // 2, (label % 2) * w // 2
-            img[top + h // 8 : top + h // 2 - h // 8, left + w // 8 : left + w // 2 - w // 8] = rng.integers(150, 256, 3)  # fmt: skip
+            img[top + h // 8 : top + h // 2 - h // 8, left + w // 8 : left + w // 2 - w // 8] = (
+                rng.integers(150, 256, 3)
+            )
             suffix = ".jpg" if i % 2 else ".png"
             Image.fromarray(img).save(root / name / f"{i:03d}{suffix}")
     return root
@@ -70,8 +72,21 @@ def test_a_folder_of_mixed_size_photos_trains_and_evaluates_with_no_flags(tmp_pa
         photo_folder(tmp_path / "more", 15, seed=1),
     )
     run = tmp_path / "run"
-    proc = cnnlab("train", "--model", "mnist-1conv", "--data", str(train_dir), "--epochs", "6",
-                  "--batch-size", "32", "--augment", "none", "--out", str(run))  # fmt: skip
+    proc = cnnlab(
+        "train",
+        "--model",
+        "mnist-1conv",
+        "--data",
+        str(train_dir),
+        "--epochs",
+        "6",
+        "--batch-size",
+        "32",
+        "--augment",
+        "none",
+        "--out",
+        str(run),
+    )
     assert proc.returncode == 0, proc.stderr
     assert (
         "rebuilt its head for the 4 classes" in proc.stdout
@@ -92,8 +107,19 @@ def test_a_folder_of_mixed_size_photos_trains_and_evaluates_with_no_flags(tmp_pa
 
 def _tiny_cfg(tiny, out, **kw):
     data, spec = tiny
-    return TrainConfig(**{"model": str(spec), "data": str(data), "epochs": 2, "batch_size": 32, "optimizer": "nesterov",
-                          "lr": 0.05, "augment": "none", "out": str(out), **kw})  # fmt: skip
+    return TrainConfig(
+        **{
+            "model": str(spec),
+            "data": str(data),
+            "epochs": 2,
+            "batch_size": 32,
+            "optimizer": "nesterov",
+            "lr": 0.05,
+            "augment": "none",
+            "out": str(out),
+            **kw,
+        }
+    )
 
 
 def test_freeze_keeps_the_early_layers_and_lr_head_speeds_up_the_head(tiny, tmp_path, capsys):
@@ -101,7 +127,11 @@ def test_freeze_keeps_the_early_layers_and_lr_head_speeds_up_the_head(tiny, tmp_
     start = load_file(
         tmp_path / "a/checkpoints/best.safetensors"
     )  # what a run directory resolves to
-    history = train(_tiny_cfg(tiny, tmp_path / "b", init=str(tmp_path / "a"), freeze="pool1", lr_head=10, ema=0.0))["history"]  # fmt: skip
+    history = train(
+        _tiny_cfg(
+            tiny, tmp_path / "b", init=str(tmp_path / "a"), freeze="pool1", lr_head=10, ema=0.0
+        )
+    )["history"]
     assert "--init" in capsys.readouterr().out
     after = load_file(tmp_path / "b/checkpoints/last.safetensors")
     assert torch.equal(after["conv1.weight"], start["conv1.weight"])  # frozen
@@ -115,8 +145,10 @@ def test_frozen_batch_norm_keeps_its_statistics(tmp_path):
     from tests.conftest import make_tiny_idx
 
     spec = tmp_path / "bn.yaml"
-    spec.write_text("input: [1, 12, 12]\nclasses: 4\nlayers:\n  - {type: conv, filters: 4, kernel: 3}\n"
-                    "  - {type: batchnorm}\n  - {type: relu}\n  - {type: dense}\n")  # fmt: skip
+    spec.write_text(
+        "input: [1, 12, 12]\nclasses: 4\nlayers:\n  - {type: conv, filters: 4, kernel: 3}\n"
+        "  - {type: batchnorm}\n  - {type: relu}\n  - {type: dense}\n"
+    )
     data = make_tiny_idx(tmp_path / "data")
     base = {
         "model": str(spec),
@@ -146,7 +178,15 @@ def test_init_reads_safetensors_and_torch_files_and_lists_what_did_not_fit(tiny,
     save_file(weights, tmp_path / "w.safetensors")
     torch.save({"state_dict": {f"module.{k}": v for k, v in weights.items()}}, tmp_path / "w.pt")
     for source in ("w.safetensors", "w.pt"):
-        train(_tiny_cfg(tiny, tmp_path / source.replace(".", "-"), epochs=1, init=str(tmp_path / source), input="1,14,14"))  # fmt: skip
+        train(
+            _tiny_cfg(
+                tiny,
+                tmp_path / source.replace(".", "-"),
+                epochs=1,
+                init=str(tmp_path / source),
+                input="1,14,14",
+            )
+        )
         out = capsys.readouterr().out
         assert f"--init {tmp_path / source}: 5 tensors loaded (by name)" in out
         assert "re-initialised, shapes differ (1): dense1.weight [16, 144] vs [16, 100]" in out
@@ -165,7 +205,9 @@ class Trap:
 def test_init_never_unpickles_objects(tiny, tmp_path):
     marker = tmp_path / "ran"
     torch.save({"conv1.weight": Trap(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(CnnlabError, match=r"evil.pt: not a PyTorch state dict that loads with weights_only=True"):  # fmt: skip
+    with pytest.raises(
+        CnnlabError, match=r"evil.pt: not a PyTorch state dict that loads with weights_only=True"
+    ):
         train(_tiny_cfg(tiny, tmp_path / "r", init=str(tmp_path / "evil.pt")))
     assert not marker.exists()
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
@@ -209,14 +251,25 @@ def test_init_takes_a_torchvision_layout_file_and_rebuilds_the_head(tmp_path, ca
     reference = REFERENCES["resnet18"]()
     torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
     photos = photo_folder(tmp_path / "photos", 8)
-    train(TrainConfig(model="resnet18", data=str(photos), input="3,64,64", init=str(tmp_path / "resnet18.pth"),
-                      epochs=1, batch_size=16, val_split=0.0, augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model="resnet18",
+            data=str(photos),
+            input="3,64,64",
+            init=str(tmp_path / "resnet18.pth"),
+            epochs=1,
+            batch_size=16,
+            val_split=0.0,
+            augment="none",
+            out=str(tmp_path / "run"),
+        )
+    )
     out = capsys.readouterr().out
     assert (
         f"--init {tmp_path / 'resnet18.pth'}: 120 tensors loaded (torchvision's resnet layout)"
         in out
     )
     assert (
-        "re-initialised, shapes differ (2): dense1.weight [4, 512] vs [1000, 512], dense1.bias [4] vs [1000]"
-        in out
+        "re-initialised, shapes differ (2): "
+        "dense1.weight [4, 512] vs [1000, 512], dense1.bias [4] vs [1000]" in out
     )

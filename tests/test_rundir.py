@@ -27,8 +27,21 @@ def task(tmp_path_factory):
 
 
 def _args(task, data="small", epochs=1, model=None):
-    return ["train", "--model", str(model or task / "tiny.yaml"), "--data", str(task / data),
-            "--epochs", str(epochs), "--batch-size", "16", "--augment", "none", "--threads", "1"]  # fmt: skip
+    return [
+        "train",
+        "--model",
+        str(model or task / "tiny.yaml"),
+        "--data",
+        str(task / data),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--augment",
+        "none",
+        "--threads",
+        "1",
+    ]
 
 
 def cnnlab(*args, timeout=300):
@@ -48,8 +61,11 @@ def _digest(path: Path) -> str:
 
 
 def _start_long_run(task, out: Path):
-    proc = subprocess.Popen([*CLI, *_args(task, "big", epochs=1000), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [*CLI, *_args(task, "big", epochs=1000), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists():  # one epoch done: resumable from here
         assert proc.poll() is None and time.time() < deadline, (
@@ -64,7 +80,17 @@ def test_a_second_run_into_the_same_out_is_refused_and_the_first_survives(task, 
     assert cnnlab(*_args(task, epochs=2), "--out", str(out)).returncode == 0
     weights = _digest(out / "checkpoints" / "last.safetensors")
     config = (out / "config.yaml").read_text()
-    line = _one_line_error(cnnlab(*_args(task, model="mnist-1conv"), "--classes", "4", "--input", "1,12,12", "--out", str(out)))  # fmt: skip
+    line = _one_line_error(
+        cnnlab(
+            *_args(task, model="mnist-1conv"),
+            "--classes",
+            "4",
+            "--input",
+            "1,12,12",
+            "--out",
+            str(out),
+        )
+    )
     assert f"{out} already holds a run" in line
     assert f"--resume {out}" in line and "--overwrite" in line and "another --out" in line
     assert _digest(out / "checkpoints" / "last.safetensors") == weights
@@ -109,8 +135,11 @@ def test_one_trainer_per_directory_and_kill_9_leaves_no_stale_lock(task, tmp_pat
     out = tmp_path / "run"
     proc = _start_long_run(task, out)
     try:
-        seconds = ([*_args(task), "--out", str(out)], ["train", "--resume", str(out)],
-                   [*_args(task), "--out", str(out), "--overwrite"])  # fmt: skip
+        seconds = (
+            [*_args(task), "--out", str(out)],
+            ["train", "--resume", str(out)],
+            [*_args(task), "--out", str(out), "--overwrite"],
+        )
         for second in seconds:
             started = time.time()
             line = _one_line_error(cnnlab(*second))

@@ -35,8 +35,18 @@ def test_training_turns_bf16_on_by_itself_on_such_a_cpu_and_saves_float32(
 
     data, spec = tiny
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    result = train(TrainConfig(model=str(spec), data=str(data), epochs=2, batch_size=32, optimizer="adam",
-                               lr=0.01, augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    result = train(
+        TrainConfig(
+            model=str(spec),
+            data=str(data),
+            epochs=2,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            out=str(tmp_path / "run"),
+        )
+    )
     assert "bf16 autocast" in capsys.readouterr().out
     assert result["test_acc"] > 0.9
     weights = load_file(tmp_path / "run/checkpoints/last.safetensors")

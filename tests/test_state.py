@@ -15,9 +15,13 @@ from cnnlab.train.state import has_state, load_state, save_state
 def _model() -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.Flatten(),
+        nn.Conv2d(3, 6, 3),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 4, 3),
+        nn.Flatten(),
         nn.Linear(4 * 4 * 4, 3),
-    )  # fmt: skip
+    )
     return model.to(memory_format=torch.channels_last)
 
 
@@ -92,7 +96,9 @@ def test_weight_average_round_trips_in_place(tmp_path):
     layouts = [t.stride() for t in fresh.model.state_dict().values()]
     fresh.load_state_dict(_round_trip(tmp_path, average.state_dict()))
     assert fresh.decay == 0.9
-    for (k, a), b, stride in zip(average.model.state_dict().items(), fresh.model.state_dict().values(), layouts, strict=True):  # fmt: skip
+    for (k, a), b, stride in zip(
+        average.model.state_dict().items(), fresh.model.state_dict().values(), layouts, strict=True
+    ):
         assert torch.equal(a, b) and b.stride() == stride, k
 
 

@@ -107,23 +107,55 @@ class FeaturesClassifier(nn.Module):
 
 def alexnet(classes: int = 1000) -> nn.Module:
     features = [
-        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
-    ]  # fmt: skip
+        nn.Conv2d(3, 64, 11, 4, 2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+    ]
     classifier = [
-        nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
-        nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, classes),
-    ]  # fmt: skip
+        nn.Dropout(),
+        nn.Linear(256 * 6 * 6, 4096),
+        nn.ReLU(),
+        nn.Dropout(),
+        nn.Linear(4096, 4096),
+        nn.ReLU(),
+        nn.Linear(4096, classes),
+    ]
     return FeaturesClassifier(features, 6, classifier)
 
 
 VGG_CONFIGS = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-}  # fmt: skip
+    "vgg16": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+    ],
+}
 
 
 def vgg(config: list, classes: int = 1000) -> nn.Module:
@@ -135,9 +167,14 @@ def vgg(config: list, classes: int = 1000) -> nn.Module:
             features += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU()]
             channels = item
     classifier = [
-        nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),
-        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, classes),
-    ]  # fmt: skip
+        nn.Linear(512 * 7 * 7, 4096),
+        nn.ReLU(),
+        nn.Dropout(),
+        nn.Linear(4096, 4096),
+        nn.ReLU(),
+        nn.Dropout(),
+        nn.Linear(4096, classes),
+    ]
     return FeaturesClassifier(features, 7, classifier)
 
 
@@ -296,14 +333,25 @@ REFERENCES = {
     "googlenet": GoogLeNet,
 }
 TORCHVISION_PARAMS = {  # torchvision's published counts (GoogLeNet without its aux heads)
-    "alexnet": 61_100_840, "vgg11": 132_863_336, "vgg16": 138_357_544, "googlenet": 6_624_904,
-    "resnet18": 11_689_512, "resnet50": 25_557_032, "resnet152": 60_192_808, "densenet121": 7_978_856,
-}  # fmt: skip
+    "alexnet": 61_100_840,
+    "vgg11": 132_863_336,
+    "vgg16": 138_357_544,
+    "googlenet": 6_624_904,
+    "resnet18": 11_689_512,
+    "resnet50": 25_557_032,
+    "resnet152": 60_192_808,
+    "densenet121": 7_978_856,
+}
 HEADS = {  # the torchvision keys of each architecture's last layer
-    "alexnet": "classifier.6", "vgg11": "classifier.6", "vgg16": "classifier.6",
-    "resnet18": "fc", "resnet50": "fc", "resnet152": "fc",
-    "densenet121": "classifier", "googlenet": "fc",
-}  # fmt: skip
+    "alexnet": "classifier.6",
+    "vgg11": "classifier.6",
+    "vgg16": "classifier.6",
+    "resnet18": "fc",
+    "resnet50": "fc",
+    "resnet152": "fc",
+    "densenet121": "classifier",
+    "googlenet": "fc",
+}
 
 
 # ------------------------------------------------------------------ helpers

@@ -19,8 +19,17 @@ from tests.conftest import TINY_SPEC, make_tiny_idx
 
 def _cfg(tiny, tmp_path, **kw):
     data, spec = tiny
-    base = {"model": str(spec), "data": str(data), "epochs": 2, "batch_size": 32, "optimizer": "adam",
-            "lr": 0.01, "augment": "none", "out": str(tmp_path / "run"), "val_split": 0.2}  # fmt: skip
+    base = {
+        "model": str(spec),
+        "data": str(data),
+        "epochs": 2,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "lr": 0.01,
+        "augment": "none",
+        "out": str(tmp_path / "run"),
+        "val_split": 0.2,
+    }
     return TrainConfig(**{**base, **kw})
 
 
@@ -103,8 +112,24 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     data = make_tiny_idx(tmp_path / "data", n_train=8000, n_test=200)
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
-    args = ["--model", str(spec), "--data", str(data), "--epochs", "6", "--batch-size", "16",
-            "--optimizer", "nesterov", "--lr", "0.02", "--augment", "translate=1", "--threads", "1"]  # fmt: skip
+    args = [
+        "--model",
+        str(spec),
+        "--data",
+        str(data),
+        "--epochs",
+        "6",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "nesterov",
+        "--lr",
+        "0.02",
+        "--augment",
+        "translate=1",
+        "--threads",
+        "1",
+    ]
     cli = [sys.executable, "-m", "cnnlab", "train"]
     subprocess.run(
         [*cli, *args, "--out", str(tmp_path / "full")], check=True, capture_output=True, timeout=600
@@ -211,8 +236,19 @@ def test_config_file_keys_are_checked(tmp_path):
 
 @pytest.mark.slow
 def test_real_mnist_reaches_98_percent(mnist_root, tmp_path):
-    result = train(TrainConfig(model="lenet5", epochs=1, batch_size=64, optimizer="adam", lr=2e-3,
-                               schedule="onecycle", augment="none", val_split=0.0, out=str(tmp_path / "run")))  # fmt: skip
+    result = train(
+        TrainConfig(
+            model="lenet5",
+            epochs=1,
+            batch_size=64,
+            optimizer="adam",
+            lr=2e-3,
+            schedule="onecycle",
+            augment="none",
+            val_split=0.0,
+            out=str(tmp_path / "run"),
+        )
+    )
     assert result["test_acc"] >= 0.98 and result["test_count"] == 10000
     assert math.isfinite(result["test_loss"])
 
@@ -235,8 +271,16 @@ def test_streaming_from_disk_gives_the_same_run_as_memory(tmp_path, monkeypatch,
     folder = _tiny_folder(tmp_path)
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
-    cfg = {"model": str(spec), "data": str(folder), "epochs": 2, "batch_size": 16, "optimizer": "nesterov",
-           "lr": 0.05, "augment": "translate=1", "val_split": 0.25}  # fmt: skip
+    cfg = {
+        "model": str(spec),
+        "data": str(folder),
+        "epochs": 2,
+        "batch_size": 16,
+        "optimizer": "nesterov",
+        "lr": 0.05,
+        "augment": "translate=1",
+        "val_split": 0.25,
+    }
     memory = train(TrainConfig(**cfg, out=str(tmp_path / "memory")))
     assert "images from disk" not in capsys.readouterr().out
     monkeypatch.setenv("CNNLAB_MEMORY_BUDGET", "1000")  # far below the 160 x 144 bytes of the set
@@ -252,9 +296,29 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     data = make_tiny_idx(tmp_path / "data", n_train=20000, n_test=100)
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--model", str(spec), "--data", str(data),
-                             "--epochs", "50", "--batch-size", "8", "--out", str(tmp_path / "run"), "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "train",
+            "--model",
+            str(spec),
+            "--data",
+            str(data),
+            "--epochs",
+            "50",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "run"),
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 120
     while not metrics.exists() and time.time() < deadline and proc.poll() is None:
@@ -284,8 +348,13 @@ def _as_saved_by_cnnlab_0_1(run):
         {k: v.contiguous() for k, v in tensors.items()}, run / "checkpoints" / "resume.safetensors"
     )
     progress = state["progress"]
-    old = {"epoch": progress["epoch"], "step": state["step"]["count"], "best_val": progress["best_val"],
-           "optimizer": layout, "history": progress["history"]}  # fmt: skip
+    old = {
+        "epoch": progress["epoch"],
+        "step": state["step"]["count"],
+        "best_val": progress["best_val"],
+        "optimizer": layout,
+        "history": progress["history"],
+    }
     (run / "checkpoints" / "resume.json").write_text(json.dumps(old))
 
 

@@ -21,8 +21,14 @@ def _train_option(name: str, help: str | None = None, choices=None, **kw):
         return click.option(f"--{flag}/--no-{flag}", default=default, help=help, **SHOW, **kw)
     if "type" not in kw and default is not None:
         kw["type"] = type(default)
-    return click.option(f"--{name.replace('_', '-')}", name, default=default, help=help,
-                        show_default=default is not None, **kw)  # fmt: skip
+    return click.option(
+        f"--{name.replace('_', '-')}",
+        name,
+        default=default,
+        help=help,
+        show_default=default is not None,
+        **kw,
+    )
 
 
 @cli.command("train")
@@ -87,7 +93,7 @@ def _train_option(name: str, help: str | None = None, choices=None, **kw):
 @load_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON at the end.")
 @click.pass_context
-def train_cmd(ctx: click.Context, resume, config_file, overwrite, as_json, **opts) -> None:  # fmt: skip
+def train_cmd(ctx: click.Context, resume, config_file, overwrite, as_json, **opts) -> None:
     """Train a model; leaves a run directory that every other command accepts."""
     from click.core import ParameterSource
 
@@ -106,7 +112,8 @@ def train_cmd(ctx: click.Context, resume, config_file, overwrite, as_json, **opt
     if resume:
         if config_file or overwrite:
             raise CnnlabError(
-                f"--resume {resume} continues the run's saved config; drop {'--config' if config_file else '--overwrite'}"
+                f"--resume {resume} continues the run's saved config; "
+                f"drop {'--config' if config_file else '--overwrite'}"
             )
         result = resume_run(resume, **given)
     else:

@@ -44,7 +44,10 @@ class Batches:
 
     def indices(self, order: torch.Tensor) -> list[torch.Tensor]:
         b, world = self.batch_size, self.world
-        return [order[s * b : (s + 1) * b][world.rank :: world.size] for s in range(self.steps_per_epoch)]  # fmt: skip
+        return [
+            order[s * b : (s + 1) * b][world.rank :: world.size]
+            for s in range(self.steps_per_epoch)
+        ]
 
     def epoch(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 images, labels) on the device, batch after batch."""
@@ -53,8 +56,12 @@ class Batches:
             for idx in batches:
                 yield self.images[idx], self.labels[idx]
             return
-        loader = DataLoader(Rows(self.images, self.data.labels), batch_sampler=[b.tolist() for b in batches],
-                            num_workers=self.workers, persistent_workers=False,
-                            pin_memory=self.device.type == "cuda")  # fmt: skip
+        loader = DataLoader(
+            Rows(self.images, self.data.labels),
+            batch_sampler=[b.tolist() for b in batches],
+            num_workers=self.workers,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+        )
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

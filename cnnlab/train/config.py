@@ -1,4 +1,5 @@
-"""Training configuration: one dataclass that checks itself, filled from defaults, a YAML file, then flags.
+"""Training configuration: one dataclass that checks itself, filled from defaults, a YAML file,
+then flags.
 
 Torch-free, so that `cnnlab --help` stays instant. The name tables below are the registries the
 training code dispatches on and the command line lists: a name is written here once.
@@ -245,7 +246,9 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "freeze": _optional(_text), "lr_head": _positive,
 }  # fmt: skip
 FIELDS = tuple(f.name for f in fields(TrainConfig))
-DEFAULTS = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(TrainConfig)}  # fmt: skip
+DEFAULTS = {
+    f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(TrainConfig)
+}
 assert set(RULES) == set(FIELDS), "every TrainConfig field needs a rule"
 
 
@@ -262,7 +265,8 @@ def check_values(values: dict[str, Any], sources: dict[str, str]) -> dict[str, A
     for name, value in values.items():
         if name not in RULES:
             raise CnnlabError(
-                f"{where(name, sources.get(name))}: unknown option; known: {', '.join(sorted(RULES))}"
+                f"{where(name, sources.get(name))}: unknown option; "
+                f"known: {', '.join(sorted(RULES))}"
             )
         try:
             checked[name] = RULES[name](value)

@@ -90,7 +90,7 @@ def largest_hessian_eigenvalue(
         if norm == 0 or not math.isfinite(norm):
             raise CnnlabError("--lr auto: the Hessian-vector product vanished or overflowed")
         v = [h / norm for h in hv]
-    return abs(estimate)  # fmt: skip
+    return abs(estimate)
 
 
 class CurvatureTracker:
@@ -104,8 +104,14 @@ class CurvatureTracker:
     eigenvalue keeps the run stable; the rate is conservative along flatter directions.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, warm_steps: int = 200,
-                 every: int = 10, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable,
+        warm_steps: int = 200,
+        every: int = 10,
+        seed: int = 0,
+    ):
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.model, self.loss_fn, self.warm_steps, self.every = model, loss_fn, warm_steps, every
         self.v = _random_unit_vector(self.params, seed)
@@ -120,7 +126,10 @@ class CurvatureTracker:
         if norm > 0 and math.isfinite(norm):
             # kept in the parameters' layout, as a resumed vector is: the next product's sums
             # then run in the same order whether or not the run was resumed
-            self.v = [like(p, h.detach() / norm, "eigenvector") for p, h in zip(self.params, hv, strict=True)]  # fmt: skip
+            self.v = [
+                like(p, h.detach() / norm, "eigenvector")
+                for p, h in zip(self.params, hv, strict=True)
+            ]
             self.lam = norm
         return self.lam
 
@@ -134,5 +143,8 @@ class CurvatureTracker:
                 f"the --lr auto eigenvector has {len(saved)} parts but the model has "
                 f"{len(self.params)} trainable tensors"
             )
-        self.v = [like(p, v, f"--lr auto eigenvector part {i}") for i, (p, v) in enumerate(zip(self.params, saved, strict=True))]  # fmt: skip
+        self.v = [
+            like(p, v, f"--lr auto eigenvector part {i}")
+            for i, (p, v) in enumerate(zip(self.params, saved, strict=True))
+        ]
         self.lam = float(state["lambda_max"])

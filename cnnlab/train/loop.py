@@ -33,8 +33,16 @@ if TYPE_CHECKING:
 class Trainer:
     """Runs the epochs of one run; the parts it is made of are built by `cnnlab.train.setup`."""
 
-    def __init__(self, p: Prepared, world: World, run: RunDir, batches: Batches, step: Step,
-                 model: Net, net: torch.nn.Module):  # fmt: skip
+    def __init__(
+        self,
+        p: Prepared,
+        world: World,
+        run: RunDir,
+        batches: Batches,
+        step: Step,
+        model: Net,
+        net: torch.nn.Module,
+    ):
         self.p, self.cfg, self.world, self.run = p, p.cfg, world, run
         self.batches, self.step, self.model, self.net = batches, step, model, net
         self.history: list[dict] = []
@@ -68,27 +76,43 @@ class Trainer:
             module.eval()
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                   disable=None if world.main else True, leave=False, file=sys.stderr)  # fmt: skip
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="batch",
+            disable=None if world.main else True,
+            leave=False,
+            file=sys.stderr,
+        )
         for i, (raw, y) in enumerate(self.batches.epoch(order)):
             bar.update()
             try:
                 loss, right = self.step(raw, y, gen)
             except Diverged as e:
-                raise CnnlabError(f"{e} at epoch {epoch} step {i}; {self._last_good()} (try a lower --lr)") from None  # fmt: skip
+                raise CnnlabError(
+                    f"{e} at epoch {epoch} step {i}; {self._last_good()} (try a lower --lr)"
+                ) from None
             if self.step_hook is not None:
                 self.step_hook(self, epoch, i)
             total_loss, correct, seen = total_loss + loss * len(y), correct + right, seen + len(y)
             if i % 20 == 0 or i == self.steps_per_epoch - 1:
                 rate = seen * world.size / (time.perf_counter() - start)
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{100 * correct / seen:.2f}%", img_s=f"{rate:.0f}")  # fmt: skip
+                bar.set_postfix(
+                    loss=f"{total_loss / seen:.4f}",
+                    acc=f"{100 * correct / seen:.2f}%",
+                    img_s=f"{rate:.0f}",
+                )
         bar.close()
         totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
         if world.size > 1:
             dist.all_reduce(totals)
         elapsed = time.perf_counter() - start
-        return {"train_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item(),
-                "time_s": elapsed, "images_per_s": totals[2].item() / elapsed}  # fmt: skip
+        return {
+            "train_loss": totals[0].item() / totals[2].item(),
+            "train_acc": totals[1].item() / totals[2].item(),
+            "time_s": elapsed,
+            "images_per_s": totals[2].item() / elapsed,
+        }
 
     def _last_good(self) -> str:
         last = self.run.checkpoint_json("last")
@@ -96,21 +120,37 @@ class Trainer:
 
     def evaluate(self, data: ImageSet) -> dict:
         out = logits(self.published, data.images, self.p.norm, self.cfg.eval_batch_size)
-        return {"loss": F.cross_entropy(out, data.labels).item(), "acc": (out.argmax(1) == data.labels).float().mean().item()}  # fmt: skip
+        return {
+            "loss": F.cross_entropy(out, data.labels).item(),
+            "acc": (out.argmax(1) == data.labels).float().mean().item(),
+        }
 
     # -- what is saved
     def meta(self, extra: dict | None = None) -> dict:
         p = self.p
-        return {"classes": p.train.classes, "input_shape": list(self.model.input_shape),
-                "channels": self.model.input_shape[0], "mean": p.norm.mean, "std": p.norm.std,
-                "preprocess": p.preprocess, "input_recipe": p.recipe, "data": self.cfg.data, "config": asdict(self.cfg),
-                "epoch": self.epoch, "history": self.history, **(extra or {})}  # fmt: skip
+        return {
+            "classes": p.train.classes,
+            "input_shape": list(self.model.input_shape),
+            "channels": self.model.input_shape[0],
+            "mean": p.norm.mean,
+            "std": p.norm.std,
+            "preprocess": p.preprocess,
+            "input_recipe": p.recipe,
+            "data": self.cfg.data,
+            "config": asdict(self.cfg),
+            "epoch": self.epoch,
+            "history": self.history,
+            **(extra or {}),
+        }
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs, one state dict per object that owns it."""
-        tree = {"model": self.model.state_dict(), "optimizer": self.step.optimizer.state_dict(),
-                "step": self.step.state_dict(),
-                "progress": {"epoch": self.epoch, "best_val": self.best_val, "history": self.history}}  # fmt: skip
+        tree = {
+            "model": self.model.state_dict(),
+            "optimizer": self.step.optimizer.state_dict(),
+            "step": self.step.state_dict(),
+            "progress": {"epoch": self.epoch, "best_val": self.best_val, "history": self.history},
+        }
         if self.step.average is not None:
             tree["average"] = self.step.average.state_dict()
         if self.step.tracker is not None:
@@ -120,7 +160,10 @@ class Trainer:
     def load_state_dict(self, tree: dict) -> None:
         for key, owner in (("average", self.step.average), ("curvature", self.step.tracker)):
             if (owner is None) != (key not in tree):
-                raise CnnlabError(f"{self.run}: the resume state {'lacks' if owner else 'has an unexpected'} '{key}' part")  # fmt: skip
+                raise CnnlabError(
+                    f"{self.run}: the resume state "
+                    f"{'lacks' if owner else 'has an unexpected'} '{key}' part"
+                )
         try:
             self.model.load_state_dict(tree["model"])
             self.step.optimizer.load_state_dict(tree["optimizer"])
@@ -131,7 +174,9 @@ class Trainer:
             self.step.load_state_dict(tree["step"])
             progress = tree["progress"]
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise CnnlabError(f"{self.run}: the resume state does not fit this run ({str(e).splitlines()[0]})") from None  # fmt: skip
+            raise CnnlabError(
+                f"{self.run}: the resume state does not fit this run ({str(e).splitlines()[0]})"
+            ) from None
         except CnnlabError as e:
             raise CnnlabError(f"{self.run}/checkpoints/resume.safetensors: {e}") from None
         self.epoch, self.best_val, self.history = (
@@ -187,21 +232,34 @@ class Trainer:
     def _plan(self) -> str:
         p, cfg, world = self.p, self.cfg, self.world
         n_val = len(p.val) if p.val is not None else 0
-        streamed = (f"streaming {len(p.train)} images from disk with {self.batches.workers} worker processes "
-                    "(the decoded set would exceed the memory budget)\n") if p.train.streamed else ""  # fmt: skip
+        streamed = (
+            (
+                f"streaming {len(p.train)} images from disk with {self.batches.workers} "
+                "worker processes "
+                "(the decoded set would exceed the memory budget)\n"
+            )
+            if p.train.streamed
+            else ""
+        )
         params = sum(q.numel() for q in self.model.parameters())
-        return (f"{streamed}training {self.model.spec['name']} ({params:,} parameters) on {len(p.train)} images of "
-                f"{'x'.join(map(str, p.train.shape))}, validating on {n_val}; {cfg.epochs} epochs of "
-                f"{self.steps_per_epoch} batches of {cfg.batch_size} on {p.device}"
-                f"{f' x {world.size} processes' if world.size > 1 else ''}"
-                f"{', bf16 autocast' if self.step.amp_dtype else ''}; run: {self.run}")  # fmt: skip
+        return (
+            f"{streamed}training {self.model.spec['name']} ({params:,} parameters) "
+            f"on {len(p.train)} images of "
+            f"{'x'.join(map(str, p.train.shape))}, validating on {n_val}; {cfg.epochs} epochs of "
+            f"{self.steps_per_epoch} batches of {cfg.batch_size} on {p.device}"
+            f"{f' x {world.size} processes' if world.size > 1 else ''}"
+            f"{', bf16 autocast' if self.step.amp_dtype else ''}; run: {self.run}"
+        )
 
     def _interrupted(self) -> None:
         if not self.world.main:
             return
         path = self.run.save_checkpoint("interrupted", self.published, self.meta())
-        print(f"\ninterrupted: weights saved to {path.with_suffix('.safetensors')}; "
-              f"continue with: cnnlab train --resume {self.run} (from epoch {self.epoch + 1})", file=sys.stderr)  # fmt: skip
+        print(
+            f"\ninterrupted: weights saved to {path.with_suffix('.safetensors')}; "
+            f"continue with: cnnlab train --resume {self.run} (from epoch {self.epoch + 1})",
+            file=sys.stderr,
+        )
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
@@ -210,5 +268,8 @@ def _epoch_line(row: dict, epochs: int) -> str:
         if "val_acc" in row
         else ""
     )
-    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
-            f"{val}  lr {row['lr']:.3g}  {row['time_s']:.1f}s ({row['images_per_s']:.0f} img/s)")  # fmt: skip
+    return (
+        f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} "
+        f"acc {100 * row['train_acc']:.2f}%"
+        f"{val}  lr {row['lr']:.3g}  {row['time_s']:.1f}s ({row['images_per_s']:.0f} img/s)"
+    )

@@ -87,7 +87,7 @@ class RunDir:
             not (run.checkpoints / "resume.safetensors").is_file()
             and not (run.checkpoints / "resume.json").is_file()
         ):
-            raise CnnlabError(f"{path}: nothing to resume (no checkpoints/resume.safetensors)")  # fmt: skip
+            raise CnnlabError(f"{path}: nothing to resume (no checkpoints/resume.safetensors)")
         if writer:
             run.lock()
         return run
@@ -160,7 +160,8 @@ class RunDir:
             f.close()
             pid, _, started = holder.partition(" ")
             raise CnnlabError(
-                f"{self.path} is being trained by process {pid} (started {started or 'at an unknown time'})"
+                f"{self.path} is being trained by process {pid} "
+                f"(started {started or 'at an unknown time'})"
             ) from None
         f.seek(0)
         f.truncate()
@@ -208,4 +209,4 @@ class RunDir:
         ):
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
-            writer.writerows(history)  # fmt: skip
+            writer.writerows(history)

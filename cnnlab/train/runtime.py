@@ -39,7 +39,7 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags of CPUs with bf16 a
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """The feature flags the kernel reports for the first CPU (empty where there is no such file)."""
+    """The feature flags the kernel reports for the first CPU (none where it reports none)."""
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:

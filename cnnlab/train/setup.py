@@ -87,7 +87,7 @@ def _spatial(model: Net) -> bool:
 
 
 def base_model(cfg: TrainConfig) -> tuple[Net, dict | None]:
-    """The model --model names (with --input/--classes/--set), and a checkpoint's weights if it is one."""
+    """The model --model names (with --input/--classes/--set), and its weights if it is a run."""
     return model_from(cfg.model, parse_shape(cfg.input), cfg.classes, cfg.set)
 
 
@@ -97,7 +97,9 @@ def fit_to_data(cfg: TrainConfig, model: Net, data: ImageSet, say) -> Net:
     classes, spec, changes = len(data.classes), model.spec, []
     if spec["classes"] != classes:
         if cfg.classes is not None:
-            raise CnnlabError(f"{cfg.model}: --classes {cfg.classes} but {data.source} has {classes} classes")  # fmt: skip
+            raise CnnlabError(
+                f"{cfg.model}: --classes {cfg.classes} but {data.source} has {classes} classes"
+            )
         changes.append(
             f"its head for the {classes} classes of {data.source} (it had {spec['classes']})"
         )
@@ -146,8 +148,10 @@ def head_of(model: Net) -> str:
 
 
 def param_groups(model: Net, lr_head: float) -> list:
-    """The trainable tensors; with --lr-head, the head's in a group of their own that learns faster."""
-    trainable = {name: [q for q in m.parameters() if q.requires_grad] for name, m in model.named_children()}  # fmt: skip
+    """The trainable tensors; with --lr-head, the head's in a group of their own."""
+    trainable = {
+        name: [q for q in m.parameters() if q.requires_grad] for name, m in model.named_children()
+    }
     if lr_head == 1.0:
         return [q for qs in trainable.values() for q in qs]
     head = head_of(model)
@@ -198,11 +202,29 @@ def prepare(cfg: TrainConfig, say=print) -> Prepared:
         train, val = full, None
     mean, std = train.stats()
     preprocess = "mnist-digit" if cfg.data == "mnist" else "resize"
-    return Prepared(cfg, model, train, val, test, Normalise(mean, std), pick_device(cfg.device), preprocess, recipe, frozen)  # fmt: skip
+    return Prepared(
+        cfg,
+        model,
+        train,
+        val,
+        test,
+        Normalise(mean, std),
+        pick_device(cfg.device),
+        preprocess,
+        recipe,
+        frozen,
+    )
 
 
-def _first_rate(cfg: TrainConfig, model: nn.Module, loss_fn, batches: Batches, norm: Normalise,
-                resuming: bool, say) -> float:  # fmt: skip
+def _first_rate(
+    cfg: TrainConfig,
+    model: nn.Module,
+    loss_fn,
+    batches: Batches,
+    norm: Normalise,
+    resuming: bool,
+    say,
+) -> float:
     """The base learning rate; under --lr auto a 4-batch estimate of 0.9/lambda_max (not when
     resuming: the saved state carries the rate the run had reached)."""
     if cfg.lr != "auto" or resuming:
@@ -214,13 +236,17 @@ def _first_rate(cfg: TrainConfig, model: nn.Module, loss_fn, batches: Batches, n
         sample.append((norm(batches.images[idx]), batches.labels[idx]))
     lam = largest_hessian_eigenvalue(model, loss_fn, sample, seed=cfg.seed)
     lr = lecun_rate(lam)
-    say(f"--lr auto: largest Hessian eigenvalue {lam:.4g} over 4 batches -> learning rate 0.9/lambda = {lr:.4g}"
-        " (re-estimated on-line as training proceeds)")  # fmt: skip
+    say(
+        f"--lr auto: largest Hessian eigenvalue {lam:.4g} over 4 batches -> "
+        f"learning rate 0.9/lambda = {lr:.4g}"
+        " (re-estimated on-line as training proceeds)"
+    )
     return lr
 
 
-def make_trainer(cfg: TrainConfig, run: RunDir | None = None, overwrite: bool = False,
-                 resuming: bool = False) -> Trainer:  # fmt: skip
+def make_trainer(
+    cfg: TrainConfig, run: RunDir | None = None, overwrite: bool = False, resuming: bool = False
+) -> Trainer:
     """Process settings, data, model, process group and step, set up the way `cnnlab train` does."""
     if run is None:  # claimed first, so a second trainer on the same directory fails at once
         run = RunDir.fresh(cfg.out, str(cfg.model), overwrite, writer=_rank() == 0)
@@ -258,10 +284,26 @@ def _assemble(cfg: TrainConfig, run: RunDir, resuming: bool) -> Trainer:
     optimizer = make_optimizer(
         cfg.optimizer, param_groups(model, cfg.lr_head), lr, cfg.weight_decay, cfg.momentum
     )
-    factor = lr_factor(cfg.schedule, batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch, cfg.gamma, cfg.warmup)  # fmt: skip
+    factor = lr_factor(
+        cfg.schedule,
+        batches.steps_per_epoch * cfg.epochs,
+        batches.steps_per_epoch,
+        cfg.gamma,
+        cfg.warmup,
+    )
     tracker = CurvatureTracker(model, loss_fn, seed=cfg.seed) if cfg.lr == "auto" else None
-    step = Step(net, loss_fn, optimizer, LearningRate(optimizer, lr, factor), augment, p.norm, channels_last,
-                WeightAverage(model, cfg.ema) if cfg.ema else None, tracker, autocast_dtype(cfg.amp, p.device))  # fmt: skip
+    step = Step(
+        net,
+        loss_fn,
+        optimizer,
+        LearningRate(optimizer, lr, factor),
+        augment,
+        p.norm,
+        channels_last,
+        WeightAverage(model, cfg.ema) if cfg.ema else None,
+        tracker,
+        autocast_dtype(cfg.amp, p.device),
+    )
     return Trainer(p, world, run, batches, step, model, net)
 
 
@@ -282,7 +324,8 @@ def resume(run: str | os.PathLike, epochs: int | None = None, **changes) -> dict
         allowed = ", ".join(f"--{k.replace('_', '-')}" for k in SAFE_ON_RESUME)
         raise CnnlabError(
             f"--resume {run} continues with the run's saved config; "
-            f"{', '.join('--' + k.replace('_', '-') for k in refused)} cannot change (allowed: {allowed})"
+            f"{', '.join('--' + k.replace('_', '-') for k in refused)} cannot change "
+            f"(allowed: {allowed})"
         )
     path = Path(run)
     directory = RunDir.existing(path, writer=_rank() == 0)
@@ -307,11 +350,11 @@ def _resume_tree(run: RunDir, trainer: Trainer) -> dict:
         or not (run.checkpoints / "resume.json").is_file()
     ):
         return run.load_state()
-    return legacy_resume_tree(run, trainer)  # fmt: skip
+    return legacy_resume_tree(run, trainer)
 
 
 def legacy_resume_tree(run: RunDir, trainer: Trainer) -> dict:
-    """The resume files of cnnlab 0.1 (resume.json + tensors beside last.safetensors) as a state tree."""
+    """cnnlab 0.1's resume files (resume.json, tensors beside last.safetensors) as a state tree."""
     from cnnlab.checkpoint import load_tensors, read_json
 
     state = read_json(run.checkpoints / "resume.json")
@@ -320,21 +363,43 @@ def legacy_resume_tree(run: RunDir, trainer: Trainer) -> dict:
     flat = load_tensors(run.checkpoints / "resume.safetensors")
     live = {k[5:]: v for k, v in flat.items() if k.startswith("live.")}
     layout = state["optimizer"]
-    optimizer = {"param_groups": layout["param_groups"],
-                 "state": {int(pid): {k: flat[v["tensor"]] if "tensor" in v else v["value"] for k, v in entries.items()}
-                           for pid, entries in layout["state"].items()}}  # fmt: skip
+    optimizer = {
+        "param_groups": layout["param_groups"],
+        "state": {
+            int(pid): {
+                k: flat[v["tensor"]] if "tensor" in v else v["value"] for k, v in entries.items()
+            }
+            for pid, entries in layout["state"].items()
+        },
+    }
     cfg = trainer.cfg
-    tree = {"model": live or published, "optimizer": optimizer,
-            "step": {"count": state["step"], "base_lr": lecun_rate(state["lambda_max"]) if state.get("lambda_max") else cfg.base_lr},
-            "progress": {"epoch": state["epoch"], "best_val": state["best_val"], "history": state["history"]}}  # fmt: skip
+    tree = {
+        "model": live or published,
+        "optimizer": optimizer,
+        "step": {
+            "count": state["step"],
+            "base_lr": lecun_rate(state["lambda_max"]) if state.get("lambda_max") else cfg.base_lr,
+        },
+        "progress": {
+            "epoch": state["epoch"],
+            "best_val": state["best_val"],
+            "history": state["history"],
+        },
+    }
     if cfg.ema:
         if not live:
-            raise CnnlabError(f"{run}/checkpoints/resume.safetensors: no live weights beside the weight average (--ema {cfg.ema})")  # fmt: skip
+            raise CnnlabError(
+                f"{run}/checkpoints/resume.safetensors: no live weights beside the weight "
+                f"average (--ema {cfg.ema})"
+            )
         tree["average"] = {"decay": cfg.ema, "weights": published}
     if cfg.lr == "auto":
         vector = [flat.get(f"curvature.{i}") for i in range(len(trainer.step.tracker.params))]
         if not state.get("lambda_max") or any(v is None for v in vector):
-            raise CnnlabError(f"{run}/checkpoints/resume.safetensors: the --lr auto eigenvector is missing or does not fit the model")  # fmt: skip
+            raise CnnlabError(
+                f"{run}/checkpoints/resume.safetensors: the --lr auto eigenvector is missing "
+                "or does not fit the model"
+            )
         tree["curvature"] = {"v": vector, "lambda_max": state["lambda_max"]}
     return tree
 

@@ -42,7 +42,11 @@ def flatten(tree: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
         tensors[path] = tree.detach()
         return {"tensor": path}
     if isinstance(tree, dict):
-        return {"dict": [[k, flatten(v, tensors, f"{path}.{k}" if path else str(k))] for k, v in tree.items()]}  # fmt: skip
+        return {
+            "dict": [
+                [k, flatten(v, tensors, f"{path}.{k}" if path else str(k))] for k, v in tree.items()
+            ]
+        }
     if isinstance(tree, (list, tuple)):  # tuples stay tuples (torch.optim's betas, say)
         items = [flatten(v, tensors, f"{path}.{i}") for i, v in enumerate(tree)]
         return {"tuple" if isinstance(tree, tuple) else "list": items}

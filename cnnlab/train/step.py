@@ -25,9 +25,19 @@ class Diverged(Exception):
 
 
 class Step:
-    def __init__(self, net: nn.Module, loss_fn, optimizer, rate: LearningRate, augment: Augment,
-                 norm: Normalise, channels_last: bool = False, average: WeightAverage | None = None,
-                 tracker: CurvatureTracker | None = None, amp_dtype: torch.dtype | None = None):  # fmt: skip
+    def __init__(
+        self,
+        net: nn.Module,
+        loss_fn,
+        optimizer,
+        rate: LearningRate,
+        augment: Augment,
+        norm: Normalise,
+        channels_last: bool = False,
+        average: WeightAverage | None = None,
+        tracker: CurvatureTracker | None = None,
+        amp_dtype: torch.dtype | None = None,
+    ):
         self.net, self.loss_fn, self.optimizer, self.rate = net, loss_fn, optimizer, rate
         self.augment, self.norm, self.channels_last = augment, norm, channels_last
         self.average, self.tracker, self.amp_dtype = average, tracker, amp_dtype
