@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,10 @@ from cnnlab.errors import CnnlabError
 from cnnlab.spec import Net, apply_overrides, build, load_spec, retarget
 
 FORMAT = "cnnlab-checkpoint/1"
+MAX_JSON_BYTES = 64 << 20  # checkpoint metadata and resume state; a real one is kilobytes
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on its JSON header
+PREPROCESS = ("mnist-digit", "resize")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -77,7 +83,13 @@ def save_checkpoint(model: Net, meta: dict[str, Any], path: str | os.PathLike) -
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from a file of bounded size; too large, too deep or corrupt is one line."""
     try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise CnnlabError(
+                f"{path}: {size} bytes is too large for checkpoint metadata (at most {MAX_JSON_BYTES})"
+            )
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise CnnlabError(f"{path}: cannot read ({e})") from None
@@ -85,18 +97,37 @@ def read_json(path: Path) -> dict:
         raise CnnlabError(
             f"{path}: corrupt checkpoint metadata (JSON error at line {e.lineno})"
         ) from None
+    except RecursionError:
+        raise CnnlabError(f"{path}: corrupt checkpoint metadata (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise CnnlabError(f"{path}: corrupt checkpoint metadata ({str(e)[:200]})") from None
     if not isinstance(meta, dict):
         raise CnnlabError(f"{path}: checkpoint metadata must be a JSON object")
     return meta
 
 
-def load_tensors(path: Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
+def load_tensors(
+    path: Path, expected_sha256: str | None = None, max_bytes: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file. expected_sha256, when given (None: the caller has no
+    digest), must be a SHA-256 in hex and match; max_bytes bounds the file before it is read."""
     if not path.is_file():
         raise CnnlabError(f"{path}: weights file is missing")
-    if expected_sha256 and _sha256(path) != expected_sha256:
+    if max_bytes is not None and path.stat().st_size > max_bytes:
         raise CnnlabError(
-            f"{path}: weights do not match the checksum in their JSON (corrupt or replaced)"
+            f"{path}: {path.stat().st_size} bytes is more than the model's weights can take "
+            f"({max_bytes})"
         )
+    if expected_sha256 is not None:
+        if not isinstance(expected_sha256, str) or not _SHA256.fullmatch(expected_sha256):
+            raise CnnlabError(
+                f"{path}: the checksum recorded for these weights is not a SHA-256 "
+                f"(64 hex digits): {str(expected_sha256)[:80]!r}"
+            )
+        if _sha256(path) != expected_sha256:
+            raise CnnlabError(
+                f"{path}: weights do not match the checksum in their JSON (corrupt or replaced)"
+            )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -131,20 +162,90 @@ def load_checkpoint(ref: str | os.PathLike, device: str | torch.device = "cpu") 
     path = resolve(ref)
     meta = read_json(path)
     if meta.get("format") != FORMAT:
-        raise CnnlabError(
-            f"{path}: not a cnnlab checkpoint (format {meta.get('format')!r}, expected {FORMAT})"
-        )
-    for key in ("spec", "classes", "weights_sha256"):
+        shown = str(meta.get("format"))[:80]
+        raise CnnlabError(f"{path}: not a cnnlab checkpoint (format {shown!r}, expected {FORMAT})")
+    for key in ("spec", "classes", "input_shape", "weights_sha256"):
         if key not in meta:
             raise CnnlabError(f"{path}: checkpoint metadata lacks '{key}'")
+    if not isinstance(meta["spec"], dict):
+        raise CnnlabError(f"{path}: field 'spec': expected a mapping (the model's spec)")
     model = build(meta["spec"], str(path))
-    tensors = load_tensors(path.with_suffix(".safetensors"), meta["weights_sha256"])
+    check_meta(meta, model.spec, path)
+    state = model.state_dict()
+    most = 8 + MAX_HEADER_BYTES + sum(8 * t.numel() for t in state.values())
+    tensors = load_tensors(path.with_suffix(".safetensors"), meta["weights_sha256"], most)
+    _check_shapes(tensors, state, path.with_suffix(".safetensors"))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        first = lines[min(1, len(lines) - 1)]  # line 0 only says "Error(s) in loading ..."
+        first = first if len(first) <= 300 else first[:300] + "..."
         raise CnnlabError(f"{path}: weights do not fit the spec ({first})") from None
     return Checkpoint(model.to(device).eval(), meta, path)
+
+
+def _fail(path: Path, key: str, expected: str, value: Any) -> None:
+    shown = json.dumps(value, default=str)
+    shown = shown if len(shown) <= 80 else shown[:80] + "..."
+    raise CnnlabError(f"{path}: field '{key}': expected {expected}, got {shown}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_meta(meta: dict[str, Any], spec: dict, path: Path) -> None:
+    """Every metadata field a command reads, checked against the spec it came with."""
+    classes, shape = meta["classes"], meta["input_shape"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        _fail(path, "classes", "a list of class names", classes)
+    if len(classes) != spec["classes"]:
+        _fail(path, "classes", f"{spec['classes']} names, as the spec's classes", len(classes))
+    if shape != spec["input"]:
+        _fail(path, "input_shape", f"the spec's input {spec['input']}", shape)
+    channels = spec["input"][0]
+    for key, low in (("mean", -math.inf), ("std", 0.0)):
+        values = meta.get(key, [0.0 if key == "mean" else 1.0])
+        if not (isinstance(values, list) and len(values) in (1, channels)
+                and all(_is_number(v) and math.isfinite(v) and v > low for v in values)):  # fmt: skip
+            what = "positive" if key == "std" else "finite"
+            also = " (or 1 for all)" if channels > 1 else ""
+            _fail(path, key, f"a list of {channels} {what} number(s){also}", values)
+    if meta.get("preprocess", "resize") not in PREPROCESS:
+        _fail(path, "preprocess", " or ".join(PREPROCESS), meta["preprocess"])
+    if meta.get("channels", channels) != channels:
+        _fail(path, "channels", f"the spec's {channels}", meta["channels"])
+    for key, kind, what in (("data", str, "text"), ("config", dict, "a mapping"),
+                            ("cnnlab_version", str, "text"), ("torch_version", str, "text"),
+                            ("epoch", int, "an integer")):  # fmt: skip
+        if key in meta and not isinstance(meta[key], kind):
+            _fail(path, key, what, meta[key])
+    _check_history(meta.get("history", []), path)
+
+
+def _check_history(history: Any, path: Path) -> None:
+    """history: a list of per-epoch rows, each with the numbers the training curves plot."""
+    if not isinstance(history, list):
+        _fail(path, "history", "a list of per-epoch rows", history)
+    needed: tuple[str, ...] = ("epoch", "train_loss", "train_acc")
+    if history and isinstance(history[0], dict) and "val_loss" in history[0]:
+        needed += ("val_loss", "val_acc")
+    for i, row in enumerate(history):
+        if not isinstance(row, dict) or not all(_is_number(row.get(k)) for k in needed):
+            _fail(path, f"history[{i}]", f"a row with the numbers {', '.join(needed)}", row)
+
+
+def _check_shapes(tensors: dict, state: dict, path: Path) -> None:
+    """Name the first tensor whose shape differs from the model's (load_state_dict would too,
+    in a message of many lines)."""
+    for key, want in state.items():
+        got = tensors.get(key)
+        if got is not None and tuple(got.shape) != tuple(want.shape):
+            raise CnnlabError(
+                f"{path}: tensor '{key}' has shape {tuple(got.shape)}, the spec needs "
+                f"{tuple(want.shape)}"
+            )
 
 
 def model_from(

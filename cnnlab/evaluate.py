@@ -113,8 +113,9 @@ def plot_confusion(m: dict, path: str | os.PathLike) -> Path:
     k = len(m["classes"])
     fig, ax = plt.subplots(figsize=(1 + 0.5 * k, 0.8 + 0.5 * k) if k > 10 else (6, 5))
     im = ax.imshow(cm, cmap="viridis")
-    ax.set_xticks(range(k), m["classes"], rotation=90 if k > 10 else 0)
-    ax.set_yticks(range(k), m["classes"])
+    # class names are data: `$...$` must show as typed, not as matplotlib's mathtext
+    ax.set_xticks(range(k), m["classes"], rotation=90 if k > 10 else 0, parse_math=False)
+    ax.set_yticks(range(k), m["classes"], parse_math=False)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"confusion matrix - accuracy {100 * m['accuracy']:.2f}% on {m['count']} images")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import reprlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,21 +33,49 @@ import yaml
 from torch import nn
 
 from cnnlab import layers as L
+from cnnlab.data.dataset import MAX_CLASSES
 from cnnlab.errors import CnnlabError
 
 Shape = tuple[int, ...]
 REQUIRED = object()
 TOP_LEVEL = {"name", "description", "input", "classes", "layers"}
 
+# Bounds that keep a spec (from a file, a --set, or a checkpoint's JSON) from hanging or
+# exhausting memory. Each is checked before anything is allocated; the zoo's largest models
+# use a fraction of each (vgg16: 138M parameters, 15.5G multiply-adds, 3.2M values per map).
+MAX_SPEC_BYTES = 4 << 20  # a spec file; the zoo's largest is 3 KB
+MAX_SPEC_NODES = 1_000_000  # YAML values after aliases are expanded (a "billion laughs" stops here)
+MAX_SPEC_DEPTH = 32  # YAML nesting; a spec needs 4
+MAX_INT = 2**31 - 1  # any integer field
+MAX_LAYERS = 10_000  # layers after repeats, a dense_block's layers included
+MAX_PARAMETERS = 1_000_000_000  # weights and buffers of the whole model (4 GB of float32)
+MAX_ACTIVATION = 1 << 28  # values in any one tensor a layer makes, per example (1 GB of float32)
+MAX_MACS = 10**12  # multiply-adds per example, about a minute of one CPU core
+MAX_GABOR_WORK = 1 << 22  # filters x kernel^2 of a Gabor bank, each filter drawn in Python
+
 
 class SpecError(CnnlabError):
     pass
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 4
+_SHORT.maxlevel = 2
+
+
+def _brief(v) -> str:
+    """repr(v) cut short: an error message stays one short line whatever the spec holds."""
+    text = _SHORT.repr(v).replace("\n", " ")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 # ------------------------------------------------------------------ field checkers
-def _int(v, lo=1):
+def _int(v, lo=1, hi=MAX_INT):
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"expected an integer >= {lo}, got {v!r}")
+        raise ValueError(f"expected an integer >= {lo}, got {_brief(v)}")
+    if v > hi:
+        raise ValueError(f"expected an integer <= {hi}, got {_brief(v)}")
     return v
 
 
@@ -68,23 +97,30 @@ def _padding(v):
     if isinstance(v, int) and not isinstance(v, bool):
         return _int(v, 0)
     raise ValueError(
-        f"expected valid, same, an integer, [h, w] or [top, bottom, left, right], got {v!r}"
+        f"expected valid, same, an integer, [h, w] or [top, bottom, left, right], got {_brief(v)}"
     )
 
 
 def _bool(v):
     if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
+        raise ValueError(f"expected true or false, got {_brief(v)}")
     return v
 
 
-def _number(lo=0.0, hi=math.inf, hi_open=False):
+def _number(lo=0.0, hi=math.inf, hi_open=False, lo_open=False):
     def check(v):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"expected a number, got {v!r}")
-        if v < lo or v > hi or (hi_open and v == hi):
+            raise ValueError(f"expected a number, got {_brief(v)}")
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an integer beyond any float
+            finite = False
+        if not finite:
+            raise ValueError(f"expected a finite number, got {_brief(v)}")
+        if v < lo or v > hi or (hi_open and v == hi) or (lo_open and v == lo):
             raise ValueError(
-                f"expected a number in [{lo}, {hi}{')' if hi_open else ']'}, got {v!r}"
+                f"expected a number in {'(' if lo_open else '['}{lo}, "
+                f"{hi}{')' if hi_open else ']'}, got {v!r}"
             )
         return float(v)
 
@@ -93,8 +129,8 @@ def _number(lo=0.0, hi=math.inf, hi_open=False):
 
 def _choice(*options):
     def check(v):
-        if v not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {v!r}")
+        if not isinstance(v, str) or v not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {_brief(v)}")
         return v
 
     return check
@@ -102,13 +138,15 @@ def _choice(*options):
 
 def _text(v):
     if not isinstance(v, str) or not v or not all(c.isalnum() or c in "_-." for c in v):
-        raise ValueError(f"expected a name of letters, digits, _ - or ., got {v!r}")
+        raise ValueError(f"expected a name of letters, digits, _ - or ., got {_brief(v)}")
+    if len(v) > 100:
+        raise ValueError(f"expected a name of at most 100 characters, got {len(v)}")
     return v
 
 
 ROUNDING = _choice("exact", "floor")
 POOL_ROUNDING = _choice("exact", "floor", "ceil")
-COMMON = {"name": (_text, None), "repeat": (_int, 1)}
+COMMON = {"name": (_text, None), "repeat": (lambda v: _int(v, 1, MAX_LAYERS), 1)}
 
 
 # ------------------------------------------------------------------ size arithmetic
@@ -381,6 +419,15 @@ def _transition(f, shape, spec):
     _need_image(shape)
     c = shape[0]
     cout = f.get("filters") or int(c * f["compression"])
+    if cout < 1:
+        raise ValueError(
+            f"compression {f['compression']:g} of {c} channel(s) leaves {cout}; "
+            "raise compression or give filters"
+        )
+    if min(shape[1:]) < 2:
+        raise ValueError(
+            f"needs an input of at least 2x2 for its 2x2 average pooling, got {shape[1]}x{shape[2]}"
+        )
     module = nn.Sequential(
         nn.BatchNorm2d(c),
         nn.ReLU(inplace=True),
@@ -425,7 +472,7 @@ KINDS: dict[str, tuple[dict[str, tuple[Callable, Any]], Callable]] = {
                   | {"b5_kernel": (_int, 5)}, _inception),
     "dense_block": ({"layers": (_int, REQUIRED), "growth": (_int, 32), "bn_size": (_int, 4),
                      "dropout": (_number(0, 1, hi_open=True), 0.0)}, _dense_block),
-    "transition": ({"compression": (_number(0, 1), 0.5), "filters": (_int, None)}, _transition),
+    "transition": ({"compression": (_number(0, 1, lo_open=True), 0.5), "filters": (_int, None)}, _transition),
 }  # fmt: skip
 OUTPUT_KINDS = {"softmax", "log_softmax"}
 
@@ -482,27 +529,30 @@ def writes_its_input(module: nn.Module) -> bool:
     return bool(getattr(module, "inplace", False))
 
 
-def _where(source: str, index: int, kind: str, name: str | None = None) -> str:
-    label = f"{kind} '{name}'" if name else kind
+def _where(source: str, index: int, kind: str, name: Any = None) -> str:
+    if name and not isinstance(name, str):
+        name = _brief(name)
+    label = f"{kind} '{name[:100]}'" if name else kind
     return f"{source}: layer {index} ({label})"
 
 
 def _normalise_layer(raw: Any, index: int, source: str) -> dict:
     if not isinstance(raw, dict):
         raise SpecError(
-            f"{source}: layer {index}: expected a mapping like {{type: conv, ...}}, got {raw!r}"
+            f"{source}: layer {index}: expected a mapping like {{type: conv, ...}}, got {_brief(raw)}"
         )
     kind = raw.get("type")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         known = ", ".join(sorted(KINDS))
-        raise SpecError(f"{_where(source, index, str(kind))}: unknown layer type; known: {known}")
+        shown = kind if isinstance(kind, str) else _brief(kind)
+        raise SpecError(f"{_where(source, index, shown[:100])}: unknown layer type; known: {known}")
     fields, _ = KINDS[kind]
     allowed = fields | COMMON
     out = {"type": kind}
     for key in raw:
-        if key != "type" and key not in allowed:
+        if key != "type" and (not isinstance(key, str) or key not in allowed):
             raise SpecError(
-                f"{_where(source, index, kind, raw.get('name'))}: unknown field '{key}'; "
+                f"{_where(source, index, kind, raw.get('name'))}: unknown field {_brief(key)}; "
                 f"{kind} takes {', '.join(sorted(allowed))}"
             )
     for key, (check, default) in allowed.items():
@@ -542,25 +592,62 @@ def normalise(spec: dict, source: str = "spec") -> dict:
     if not (
         isinstance(shape, (list, tuple))
         and len(shape) in (1, 2, 3)
-        and all(isinstance(v, int) and v > 0 for v in shape)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
     ):
         raise SpecError(
-            f"{source}: field 'input': expected [C, H, W] or [C, L] of positive integers, got {shape!r}"
+            f"{source}: field 'input': expected [C, H, W] or [C, L] of positive integers, got {_brief(shape)}"
+        )
+    if math.prod(shape) > MAX_ACTIVATION:
+        raise SpecError(
+            f"{source}: field 'input': {'x'.join(map(str, shape))} = {math.prod(shape)} values "
+            f"per example, over the cap of {MAX_ACTIVATION}"
         )
     classes = spec["classes"]
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise SpecError(f"{source}: field 'classes': expected a positive integer, got {classes!r}")
-    if not isinstance(spec["layers"], list) or not spec["layers"]:
+        raise SpecError(
+            f"{source}: field 'classes': expected a positive integer, got {_brief(classes)}"
+        )
+    if classes > MAX_CLASSES:
+        raise SpecError(
+            f"{source}: field 'classes': {classes} is over the cap of {MAX_CLASSES} classes"
+        )
+    layers = spec["layers"]
+    if not isinstance(layers, list) or not layers:
         raise SpecError(f"{source}: field 'layers': expected a non-empty list")
-    out = {
-        "name": str(spec.get("name", Path(source).stem)),
-        "input": list(shape),
-        "classes": classes,
-    }
+    if len(layers) > MAX_LAYERS:
+        raise SpecError(
+            f"{source}: field 'layers': {len(layers)} layers, over the cap of {MAX_LAYERS}"
+        )
+    out = {"name": _label(spec, "name", Path(source).stem, source), "input": list(shape),
+           "classes": classes}  # fmt: skip
     if spec.get("description"):
-        out["description"] = str(spec["description"])
-    out["layers"] = [_normalise_layer(raw, i, source) for i, raw in enumerate(spec["layers"], 1)]
+        out["description"] = _label(spec, "description", "", source)
+    out["layers"] = [_normalise_layer(raw, i, source) for i, raw in enumerate(layers, 1)]
+    _count_layers(out["layers"], source)
     return out
+
+
+def _label(spec: dict, key: str, default: str, source: str) -> str:
+    """A top-level text field: plain text (a number is taken as text), of bounded length."""
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise SpecError(f"{source}: field '{key}': expected text, got {_brief(value)}")
+    text = str(value)
+    if len(text) > 10_000:
+        raise SpecError(f"{source}: field '{key}': {len(text)} characters, at most 10000")
+    return text
+
+
+def _count_layers(layers: list[dict], source: str) -> None:
+    """Refuse a spec whose layers, once repeated (and a dense_block's unrolled), pass MAX_LAYERS."""
+    total = 0
+    for index, layer in enumerate(layers, 1):
+        total += layer.get("repeat", 1) * (layer["layers"] if layer["type"] == "dense_block" else 1)
+        if total > MAX_LAYERS:
+            raise SpecError(
+                f"{_where(source, index, layer['type'], layer.get('name'))}: the spec reaches "
+                f"{total} layers here once repeated, over the cap of {MAX_LAYERS}"
+            )
 
 
 def _expand(layers: list[dict]):
@@ -589,11 +676,15 @@ def build(spec: dict | str | os.PathLike, source: str | None = None) -> Net:
     """Build a model from a spec (a mapping, a spec file, or a zoo name)."""
     if not isinstance(spec, dict):
         spec, source = load_spec(spec)
-    source = source or str(spec.get("name", "spec"))
+    if not source:
+        name = spec.get("name")
+        plain = isinstance(name, (str, int, float)) and not isinstance(name, bool)
+        source = str(name)[:100] if plain and str(name) else "spec"
     spec = normalise(spec, source)
     shape: Shape = tuple(spec["input"])
     named = []
     expanded = list(_expand(spec["layers"]))
+    _check_sizes(spec, expanded, source)
     for position, (index, name, fields) in enumerate(expanded):
         kind = fields["type"]
         if kind in OUTPUT_KINDS and position == len(expanded) - 1:
@@ -615,6 +706,92 @@ def build(spec: dict | str | os.PathLike, source: str | None = None) -> Net:
     return Net(named, spec)
 
 
+# ------------------------------------------------------------------ size checks
+def _check_sizes(spec: dict, expanded: list, source: str) -> None:
+    """Run every builder on the meta device (shapes and sizes, no memory) and refuse the spec
+    if a layer makes an empty map, or a tensor, the parameters or the multiply-adds pass
+    their caps. Builder errors surface here, in the same words as in build."""
+    shape: Shape = tuple(spec["input"])
+    params = macs = 0
+    for index, name, fields in expanded:
+        kind = fields["type"]
+        where = _where(source, index, kind, name)
+        try:
+            layer_params, out = _planned(kind, fields, shape, spec)
+        except ValueError as e:
+            raise SpecError(f"{where}: {e}") from None
+        except (RuntimeError, OverflowError) as e:  # torch refusing a size the checks let by
+            raise SpecError(f"{where}: {str(e).splitlines()[0]}") from None
+        if min(out) < 1:
+            raise SpecError(f"{where}: its output {tuple(out)} is empty")
+        for what, n in _tensor_sizes(kind, fields, shape, out):
+            if n > MAX_ACTIVATION:
+                raise SpecError(
+                    f"{where}: {what} would hold {n} values per example, over the cap of "
+                    f"{MAX_ACTIVATION}"
+                )
+        params += layer_params
+        if params > MAX_PARAMETERS:
+            raise SpecError(
+                f"{where}: the model reaches {params} parameters here, over the cap of "
+                f"{MAX_PARAMETERS}"
+            )
+        spatial = math.prod(out[1:])
+        if kind not in ("conv", "gabor"):  # blocks work at their input's size too
+            spatial = max(spatial, math.prod(shape[1:])) if len(out) > 1 else 1
+        macs += layer_params * spatial
+        if macs > MAX_MACS:
+            raise SpecError(
+                f"{where}: the model reaches about {macs:.3g} multiply-adds per example here, "
+                f"over the cap of {MAX_MACS:.0e}"
+            )
+        shape = tuple(out)
+
+
+def _planned(kind: str, f: dict, shape: Shape, spec: dict) -> tuple[int, Shape]:
+    """(parameter and buffer count, output shape) of one layer, without allocating it."""
+    if kind == "gabor":  # its bank is drawn on the CPU in Python: bounded, then sized by hand
+        work = f["filters"] * f["kernel"] ** 2
+        if work > MAX_GABOR_WORK:
+            raise ValueError(
+                f"{f['filters']} filters of {f['kernel']}x{f['kernel']} ({work} values to draw) "
+                f"is over the Gabor cap of {MAX_GABOR_WORK}"
+            )
+        if len(shape) != 3:
+            raise ValueError(f"needs a (C, H, W) input, got {shape}")
+        out = _spatial(shape, f, "kernel", "stride", f["rounding"])[-1]
+        return f["filters"] * shape[0] * f["kernel"] ** 2, (f["filters"], *out)
+    with torch.device("meta"):
+        module, out = KINDS[kind][1](f, shape, spec)
+    count = sum(t.numel() for t in module.parameters()) + sum(t.numel() for t in module.buffers())
+    return count, tuple(out)
+
+
+def _tensor_sizes(kind: str, f: dict, shape: Shape, out: Shape) -> list[tuple[str, int]]:
+    """(what, values per example) of the tensors a layer makes: its output, and those inside."""
+    spatial = math.prod(shape[1:])
+    sizes = [("its output", math.prod(out))]
+    if kind == "conv":  # symmetric padding stays implicit; uneven padding is a tensor
+        pads = _spatial(shape, f, "kernel", "stride", f["rounding"])[4]
+        if not _symmetric(pads):
+            padded = math.prod(s + a + b for s, (a, b) in zip(shape[1:], pads, strict=True))
+            sizes.append(("its padded input", shape[0] * padded))
+    elif kind == "pool" and f["mode"] == "stochastic":
+        window = math.prod(_per_dim(f["size"], len(shape) - 1))
+        sizes.append(("its pooling windows", math.prod(out) * window))
+    elif kind == "lrn":
+        sizes.append(("its padded squares", (shape[0] + f["size"] - 1) * spatial))
+    elif kind == "residual" and f["bottleneck"]:
+        sizes.append(("its first 1x1 convolution", f["filters"] * spatial))
+    elif kind == "inception":
+        sizes.append(("a reducing 1x1 convolution", max(f["b3_reduce"], f["b5_reduce"]) * spatial))
+    elif kind == "dense_block":
+        sizes.append(("a bottleneck", f["bn_size"] * f["growth"] * spatial))
+    elif kind == "transition":
+        sizes.append(("its convolution", out[0] * spatial))
+    return sizes
+
+
 def to_spec(model: nn.Module) -> dict:
     """The normalised spec a cnnlab model was built from."""
     spec = getattr(model, "spec", None)
@@ -633,6 +810,61 @@ def retarget(spec: dict, input_shape: Shape | None = None, classes: int | None =
     return spec
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """A YAML document refused while it is composed, before any Python object is built."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that bounds nesting depth and what aliases expand to, counted node by
+    node while the document is composed: a "billion laughs" spec, an alias to the node that
+    holds it, or [[[[...]]]] is refused in a few milliseconds instead of being expanded."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+
+    def _refuse(self, problem: str):
+        raise _Refused(problem=problem, problem_mark=self.peek_event().start_mark)
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            target = self.anchors.get(self.peek_event().anchor)
+            if target is not None and id(target) not in self._sizes:
+                self._refuse("an alias refers to the node that contains it")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_SPEC_DEPTH:
+            self._refuse(f"nested more than {MAX_SPEC_DEPTH} levels deep")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(self._sizes[id(child)] for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size += sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        if size > MAX_SPEC_NODES:
+            self._refuse(
+                f"expands to more than {MAX_SPEC_NODES} values (aliases repeat what they name)"
+            )
+        self._sizes[id(node)] = size
+        return node
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """Plain data from YAML text with the spec bounds; every failure is one SpecError line."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{what}: not valid YAML{where} ({getattr(e, 'problem', e)})") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more digits than Python reads
+        raise SpecError(f"{what}: unreadable YAML value ({str(e).splitlines()[0][:200]})") from None
+
+
 def load_spec(ref: str | os.PathLike) -> tuple[dict, str]:
     """A spec from a YAML file, or a zoo model by name. Returns (spec, source name)."""
     from cnnlab import zoo
@@ -645,14 +877,15 @@ def load_spec(ref: str | os.PathLike) -> tuple[dict, str]:
             f"{ref}: neither a spec file nor a zoo model (zoo: {', '.join(zoo.names())})"
         )
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', e)})") from None
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(
+                f"{path}: {size} bytes is too large for a spec (at most {MAX_SPEC_BYTES})"
+            )
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{path}: cannot read ({e})") from None
-    return spec, str(path)
+    return load_yaml(text, str(path)), str(path)
 
 
 def dump_spec(spec: dict) -> str:
@@ -671,10 +904,7 @@ def apply_overrides(spec: dict, assignments: list[str], source: str = "spec") ->
         key, sep, text = item.partition("=")
         if not sep:
             raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. pool1.mode=mean")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise SpecError(f"--set {item!r}: the value is not valid YAML") from None
+        value = load_yaml(text, f"--set {item!r}: the value")
         if "." not in key:
             if key not in TOP_LEVEL - {"layers"}:
                 raise SpecError(

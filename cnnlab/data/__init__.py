@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnlab.data.cifar import is_cifar_dir, load_cifar
-from cnnlab.data.dataset import ImageSet, from_numpy
+from cnnlab.data.dataset import MAX_CLASSES, ImageSet, from_numpy
 from cnnlab.data.folders import load_folder
 from cnnlab.data.idx import read_idx, read_idx_pair, write_idx
 from cnnlab.data.mnist import fetch_mnist, load_mnist
+from cnnlab.data.names import encode_name, read_names, write_names
 from cnnlab.errors import CnnlabError
 
 __all__ = [
@@ -35,9 +36,7 @@ def _find(root: Path, pattern: str) -> Path | None:
 
 def _read_classes(root: Path) -> list[str] | None:
     path = root / CLASSES_FILE
-    if not path.is_file():
-        return None
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_names(path, MAX_CLASSES) if path.is_file() else None
 
 
 def _load_idx_dir(root: Path, split: str) -> ImageSet | None:
@@ -100,6 +99,13 @@ def _has_cifar_split(root: Path, split: str) -> bool:
 def save_idx_set(data: ImageSet, out: str | Path) -> list[Path]:
     """Write an ImageSet as OUT/images-idxN-ubyte, OUT/labels-idx1-ubyte and OUT/classes.txt."""
     out = Path(out)
+    for name in data.classes:
+        encode_name(name)  # refuse an unwritable name before any file is written
+    if data.streamed:
+        raise CnnlabError(
+            f"{data.source}: {len(data)} images are too many to hold in memory "
+            "(over the memory budget, see CNNLAB_MEMORY_BUDGET), and IDX files are written whole"
+        )
     images = data.images.numpy()
     if data.shape[0] == 1:
         images = images[:, 0]
@@ -112,5 +118,4 @@ def save_idx_set(data: ImageSet, out: str | Path) -> list[Path]:
             else data.labels.numpy().astype("int32"),
         ),
     ]
-    (out / CLASSES_FILE).write_text("\n".join(data.classes) + "\n", encoding="utf-8")
-    return files + [out / CLASSES_FILE]
+    return files + [write_names(out / CLASSES_FILE, data.classes)]

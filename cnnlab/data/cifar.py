@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data.dataset import ImageSet, from_numpy
+from cnnlab.data.lazy import memory_budget
+from cnnlab.data.names import read_names
 from cnnlab.errors import CnnlabError
 
 RECORD = 1 + 3 * 32 * 32
@@ -27,11 +29,22 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise CnnlabError(
             f"{path}: {size} bytes is not a whole number of {RECORD}-byte CIFAR records"
         )
+    _check_budget([path])
     raw = np.fromfile(path, dtype=np.uint8).reshape(-1, RECORD)
     labels = raw[:, 0].astype(np.int64)
     if labels.max() > 9:
         raise CnnlabError(f"{path}: label byte {labels.max()} is not a CIFAR-10 class (0..9)")
     return raw[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def _check_budget(files: list[Path]) -> None:
+    """The batches are read whole: refuse before reading when they would not fit in memory."""
+    total = sum(f.stat().st_size for f in files)
+    if total > memory_budget():
+        raise CnnlabError(
+            f"{files[0].parent}: {total} bytes of CIFAR batches, over the memory budget of "
+            f"{memory_budget()} (set CNNLAB_MEMORY_BUDGET to raise it)"
+        )
 
 
 def is_cifar_dir(root: Path) -> bool:
@@ -45,11 +58,12 @@ def load_cifar(root: str | os.PathLike, split: str = "train") -> ImageSet:
     files = [root / n for n in names if (root / n).is_file()]
     if not files:
         raise CnnlabError(f"{root}: no CIFAR-10 {split} batches ({', '.join(names)})")
+    _check_budget(files)
     parts = [read_batch(f) for f in files]
     classes = CLASSES
     meta = root / "batches.meta.txt"
     if meta.is_file():
-        classes = [line.strip() for line in meta.read_text().splitlines() if line.strip()]
+        classes = read_names(meta, len(CLASSES))
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     return from_numpy(images, labels, classes, f"{root} ({split})")

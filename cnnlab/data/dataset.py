@@ -92,6 +92,9 @@ class ImageSet:
         return mean.tolist(), std.tolist()
 
 
+MAX_CLASSES = 100_000  # far above any classification set; a label past it is corrupt data
+
+
 def from_numpy(
     images: np.ndarray, labels: np.ndarray, classes: list[str] | None, source: str
 ) -> ImageSet:
@@ -102,13 +105,63 @@ def from_numpy(
         images = images.transpose(0, 3, 1, 2)
     elif images.ndim != 4:
         raise CnnlabError(f"{source}: expected images of rank 3 or 4, got shape {images.shape}")
-    if images.dtype != np.uint8:
-        if images.min() < 0 or images.max() > 255:
-            raise CnnlabError(f"{source}: pixel values must lie in 0..255 (dtype {images.dtype})")
-        images = np.rint(images).astype(np.uint8)
-    labels = labels.astype(np.int64)
+    if len(images) == 0:
+        raise CnnlabError(f"{source}: holds no images")
+    if 0 in images.shape:
+        raise CnnlabError(f"{source}: images of shape {images.shape[1:]} hold no pixels")
+    labels = _class_indices(labels, source)
     if classes is None:
-        classes = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+        classes = [str(i) for i in range(int(labels.max()) + 1)]
+    if len(classes) > MAX_CLASSES:
+        raise CnnlabError(f"{source}: {len(classes)} classes, more than the cap of {MAX_CLASSES}")
     return ImageSet(
-        torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), classes, source
+        torch.from_numpy(np.ascontiguousarray(_pixels(images, source))),
+        torch.from_numpy(labels),
+        classes,
+        source,
     )
+
+
+def _first(bad: np.ndarray) -> int:
+    return int(np.flatnonzero(bad)[0])
+
+
+def _pixels(images: np.ndarray, source: str) -> np.ndarray:
+    """uint8 pixels; other dtypes must hold finite values in 0..255 (rounded)."""
+    if images.dtype == np.uint8:
+        return images
+    flat = images.reshape(len(images), -1)
+    if images.dtype.kind == "f":
+        finite = np.isfinite(flat).all(axis=1)
+        if not finite.all():
+            raise CnnlabError(
+                f"{source}: image {_first(~finite)} holds a NaN or infinite pixel value"
+            )
+    outside = ((flat < 0) | (flat > 255)).any(axis=1)
+    if outside.any():
+        i = _first(outside)
+        raise CnnlabError(
+            f"{source}: pixel values must lie in 0..255 (dtype {images.dtype}); image {i} "
+            f"holds {flat[i].min()}..{flat[i].max()}"
+        )
+    return np.rint(images).astype(np.uint8)
+
+
+def _class_indices(labels: np.ndarray, source: str) -> np.ndarray:
+    """int64 labels, refusing what is not a class index: fractions, NaN, negatives, huge values."""
+    if labels.dtype.kind not in "uif":
+        raise CnnlabError(f"{source}: labels of dtype {labels.dtype} are not class indices")
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            i = _first(bad)
+            raise CnnlabError(f"{source}: label {labels[i]} (item {i}) is not a whole number")
+    if len(labels) and labels.min() < 0:
+        i = _first(labels < 0)
+        raise CnnlabError(f"{source}: label {labels[i]} (item {i}) is negative")
+    if len(labels) and labels.max() >= MAX_CLASSES:
+        i = _first(labels >= MAX_CLASSES)
+        raise CnnlabError(
+            f"{source}: label {labels[i]} (item {i}) is past the cap of {MAX_CLASSES} classes"
+        )
+    return labels.astype(np.int64)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from cnnlab.data.dataset import ImageSet
@@ -17,6 +16,7 @@ from cnnlab.data.images import (
     MAX_PIXELS,
     is_gray,
     open_image,
+    probe_image,
     save_array,
     to_array,
 )
@@ -57,20 +57,33 @@ def load_folder(
     max_pixels: int = MAX_PIXELS,
     progress: bool = True,
 ) -> ImageSet:
-    """Load an image folder into memory. Channels are inferred (1 if every image is gray)."""
+    """Load an image folder into memory (or stream it from disk when it would exceed the
+    memory budget). Channels are inferred (1 if every image is gray)."""
     root = Path(root)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise CnnlabError(
+            f"--size {size[0]}x{size[1]}: {size[0] * size[1]} pixels is over the cap of {max_pixels}"
+        )
     files, classes = list_images(root)
-    if _estimated_bytes(files, channels, size, max_pixels) > memory_budget():
+    budget = memory_budget()
+    if _estimated_bytes(files, channels, size, max_pixels) > budget:
         return _lazy_folder(root, files, classes, channels, size, skip_bad, max_pixels)
-    decoded, labels, skipped = [], [], []
-    for path, label in tqdm(files, desc=f"reading {root.name}", unit="img", disable=not progress):
+    decoded, labels, skipped, held = [], [], [], 0
+    for path, label in tqdm(
+        files, desc=f"reading {root.name}", unit="img", disable=None if progress else True
+    ):
         try:
-            decoded.append(open_image(path, max_pixels=max_pixels))
-            labels.append(label)
+            img = open_image(path, max_pixels=max_pixels)
         except CnnlabError as e:
             if not skip_bad:
                 raise CnnlabError(f"{e} (pass --skip-bad to skip such files)") from None
             skipped.append(str(e))
+            continue
+        held += img.width * img.height * len(img.getbands())
+        if held > budget:  # the first image misjudged the rest: stream instead
+            return _lazy_folder(root, files, classes, channels, size, skip_bad, max_pixels)
+        decoded.append(img)
+        labels.append(label)
     if not decoded:
         raise CnnlabError(f"{root}: every image failed to decode")
     if channels is None:
@@ -90,11 +103,17 @@ def load_folder(
 
 
 def _estimated_bytes(files, channels, size, max_pixels) -> int:
-    """In-memory size of the decoded set, judged from its first image."""
-    first = open_image(files[0][0], max_pixels=max_pixels)
-    h, w = size or (first.height, first.width)
-    c = channels or (1 if is_gray(first) else 3)
-    return len(files) * c * h * w
+    """In-memory size of the decoded set, judged from the header of its first readable image
+    (a bad file is reported by the pass that reads them all)."""
+    for path, _ in files:
+        try:
+            h, w, mode = probe_image(path, max_pixels)
+        except CnnlabError:
+            continue
+        h, w = size or (h, w)
+        c = channels or (1 if mode in GRAY_MODES else 3)
+        return len(files) * c * h * w
+    return 0
 
 
 def _lazy_folder(root, files, classes, channels, size, skip_bad, max_pixels) -> ImageSet:
@@ -102,29 +121,25 @@ def _lazy_folder(root, files, classes, channels, size, skip_bad, max_pixels) -> 
     kept, labels, skipped, sizes, gray = [], [], [], set(), True
     for path, label in tqdm(files, desc=f"indexing {root.name}", unit="img", disable=None):
         try:
-            with Image.open(path) as img:
-                if img.width * img.height > max_pixels:
-                    raise CnnlabError(
-                        f"{path}: {img.width}x{img.height} pixels is over the cap of {max_pixels}"
-                    )
-                sizes.add((img.height, img.width))
-                gray = gray and (img.mode in GRAY_MODES)
-        except (OSError, CnnlabError) as e:
-            message = (
-                str(e) if isinstance(e, CnnlabError) else f"{path}: not an image Pillow can read"
-            )
+            h, w, mode = probe_image(path, max_pixels)
+        except CnnlabError as e:
             if not skip_bad:
-                raise CnnlabError(f"{message} (pass --skip-bad to skip such files)") from None
-            skipped.append(message)
+                raise CnnlabError(f"{e} (pass --skip-bad to skip such files)") from None
+            skipped.append(str(e))
             continue
+        sizes.add((h, w))
+        gray = gray and mode in GRAY_MODES
         kept.append(path)
         labels.append(label)
+    if not kept:
+        raise CnnlabError(f"{root}: every image failed to decode")
     if size is None and len(sizes) > 1:
         raise CnnlabError(
             f"{root}: images differ in size ({len(sizes)} sizes); set one with --size HxW"
         )
     size = size or sizes.pop()
-    images = LazyImages(kept, channels or (1 if gray else 3), tuple(size), max_pixels=max_pixels)
+    images = LazyImages(kept, channels or (1 if gray else 3), tuple(size), max_pixels=max_pixels,
+                        labels=labels, skip_bad=skip_bad)  # fmt: skip
     data = ImageSet(images, torch.tensor(labels), classes, str(root))  # type: ignore[arg-type]
     data.skipped = skipped
     return data
@@ -134,11 +149,21 @@ def save_folder(data: ImageSet, root: str | os.PathLike) -> Path:
     """Write an ImageSet as ROOT/<class>/<index>.png (lossless, so a round trip is exact)."""
     root = Path(root)
     for name in data.classes:
-        if not name or name in (".", "..") or "/" in name or "\\" in name:
+        separators = [sep for sep in (os.sep, os.altsep) if sep]
+        if (
+            not name
+            or name in (".", "..")
+            or "\0" in name
+            or any(sep in name for sep in separators)
+        ):
             raise CnnlabError(f"class name {name!r} cannot be a folder name")
-        (root / name).mkdir(parents=True, exist_ok=True)
+        try:
+            (root / name).mkdir(parents=True, exist_ok=True)
+        except (OSError, UnicodeEncodeError) as e:
+            raise CnnlabError(
+                f"{root}: cannot make a folder for class {name!r} ({getattr(e, 'strerror', e)})"
+            ) from None
     width = len(str(max(len(data) - 1, 0)))
-    images = data.images.numpy()
-    for i, label in enumerate(data.labels.tolist()):
-        save_array(images[i], root / data.classes[label] / f"{i:0{width}d}.png")
+    for i, label in enumerate(data.labels.tolist()):  # row by row: a streamed set works too
+        save_array(data.images[i].numpy(), root / data.classes[label] / f"{i:0{width}d}.png")
     return root

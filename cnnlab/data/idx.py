@@ -2,13 +2,16 @@
 
 Header: two zero bytes, a dtype code, the number of dimensions, then one big-endian
 uint32 per dimension; the data follows in C order, big-endian. Files may be gzipped.
-The header is checked against the file's real size before any array is allocated, so
-a header that claims gigabytes costs nothing.
+Before any array is allocated the header is checked against the memory budget and, for a
+plain file, against the file's real size; a gzip stream is inflated into the array the
+header sized, never further, so a header that claims gigabytes and a small file that
+inflates to gigabytes both cost nothing.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.atomic import atomic_path
+from cnnlab.data.lazy import memory_budget
 from cnnlab.errors import CnnlabError
 
 DTYPES: dict[int, np.dtype] = {
@@ -30,6 +34,7 @@ DTYPES: dict[int, np.dtype] = {
 CODES: dict[str, int] = {dt.newbyteorder("=").str[1:]: code for code, dt in DTYPES.items()}
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_DIMS = 32  # NumPy 1.x's own limit; IDX files in use have 1 to 4
 
 
 def _is_gzip(path: Path) -> bool:
@@ -59,10 +64,22 @@ def _parse_header(f, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
     if code not in DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in DTYPES)
         raise CnnlabError(f"{path}: unknown IDX dtype code 0x{code:02X} (known: {known})")
-    if ndim == 0:
-        raise CnnlabError(f"{path}: IDX header declares 0 dimensions")
+    if ndim == 0 or ndim > MAX_DIMS:
+        raise CnnlabError(f"{path}: IDX header declares {ndim} dimensions (1 to {MAX_DIMS})")
     dims = struct.unpack(f">{ndim}I", _read_exactly(f, 4 * ndim, path, "the header"))
     return DTYPES[code], tuple(dims), 4 + 4 * ndim
+
+
+def _check_budget(path: Path, dtype: np.dtype, dims: tuple[int, ...]) -> None:
+    """Refuse a header whose array would not fit the memory budget (zero dimensions count as 1,
+    since NumPy refuses such shapes as well)."""
+    size = math.prod(max(d, 1) for d in dims) * dtype.itemsize
+    if size > memory_budget():
+        shape = "x".join(map(str, dims))
+        raise CnnlabError(
+            f"{path}: the header's {shape} of {dtype.name} needs {size} bytes, over the memory "
+            f"budget of {memory_budget()} (set CNNLAB_MEMORY_BUDGET to raise it)"
+        )
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -94,20 +111,31 @@ def _read_plain(path: Path) -> np.ndarray:
             f"{path}: data for the header's {shape} of {dtype.name} needs {need} bytes "
             f"but the file holds {have}"
         )
+    _check_budget(path, dtype, dims)  # a sparse file can be as large as it claims
     data = np.fromfile(path, dtype=dtype, offset=header)
     return data.reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
 def _read_stream(f, path: Path) -> np.ndarray:
+    """Inflate exactly the header's payload into its array, then make sure nothing follows."""
     with f:
         dtype, dims, _ = _parse_header(f, path)
+        _check_budget(path, dtype, dims)
         need = _payload_size(dtype, dims)
         shape = "x".join(map(str, dims))
-        raw = _read_exactly(f, need, path, f"data for the header's {shape} of {dtype.name}")
+        data = np.empty(need // dtype.itemsize, dtype=dtype)
+        view, got = memoryview(data.view(np.uint8)), 0
+        while got < need:
+            n = f.readinto(view[got : got + _CHUNK])
+            if not n:
+                raise CnnlabError(
+                    f"{path}: data for the header's {shape} of {dtype.name} needs {need} bytes "
+                    f"but the file holds only {got}"
+                )
+            got += n
         if f.read(1):
             raise CnnlabError(f"{path}: more data than the header's {shape} of {dtype.name}")
-    data = np.frombuffer(raw, dtype=dtype)
-    return data.reshape(dims).astype(dtype.newbyteorder("="))
+    return data.reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:

