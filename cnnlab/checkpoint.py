@@ -13,13 +13,15 @@ import json
 import math
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 
 from cnnlab import __version__
 from cnnlab.atomic import atomic_path
@@ -106,11 +108,19 @@ def read_json(path: Path) -> dict:
     return meta
 
 
+class ChecksumMismatch(CnnlabError):
+    """Weights that are not the ones their JSON describes (corrupt, replaced, or newer)."""
+
+
 def load_tensors(
     path: Path, expected_sha256: str | None = None, max_bytes: int | None = None
 ) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file. expected_sha256, when given (None: the caller has no
-    digest), must be a SHA-256 in hex and match; max_bytes bounds the file before it is read."""
+    digest), must be a SHA-256 in hex and match; max_bytes bounds the file before it is read.
+
+    The file is read once and the same bytes are hashed and parsed, so what is loaded is
+    exactly what was verified even if a trainer replaces the file meanwhile.
+    """
     if not path.is_file():
         raise CnnlabError(f"{path}: weights file is missing")
     if max_bytes is not None and path.stat().st_size > max_bytes:
@@ -118,18 +128,23 @@ def load_tensors(
             f"{path}: {path.stat().st_size} bytes is more than the model's weights can take "
             f"({max_bytes})"
         )
-    if expected_sha256 is not None:
-        if not isinstance(expected_sha256, str) or not _SHA256.fullmatch(expected_sha256):
-            raise CnnlabError(
-                f"{path}: the checksum recorded for these weights is not a SHA-256 "
-                f"(64 hex digits): {str(expected_sha256)[:80]!r}"
-            )
-        if _sha256(path) != expected_sha256:
-            raise CnnlabError(
-                f"{path}: weights do not match the checksum in their JSON (corrupt or replaced)"
-            )
+    if expected_sha256 is not None and (
+        not isinstance(expected_sha256, str) or not _SHA256.fullmatch(expected_sha256)
+    ):
+        raise CnnlabError(
+            f"{path}: the checksum recorded for these weights is not a SHA-256 "
+            f"(64 hex digits): {str(expected_sha256)[:80]!r}"
+        )
     try:
-        return load_file(str(path))
+        data = path.read_bytes()
+    except OSError as e:
+        raise CnnlabError(f"{path}: cannot read ({e.strerror or e})") from None
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise ChecksumMismatch(
+            f"{path}: weights do not match the checksum in their JSON (corrupt or replaced)"
+        )
+    try:
+        return load_bytes(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise CnnlabError(f"{path}: corrupt weights file ({e})") from None
 
@@ -158,8 +173,24 @@ def is_checkpoint(ref: str | os.PathLike) -> bool:
 
 
 def load_checkpoint(ref: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model from the spec in the JSON and load its verified weights."""
+    """Rebuild the model from the spec in the JSON and load its verified weights.
+
+    A trainer rewrites `last` every epoch (weights first, then the JSON, each atomically): a
+    reader that got the old JSON and then the new weights sees a checksum mismatch, reads the
+    JSON again and retries, so it always ends with one whole checkpoint.
+    """
     path = resolve(ref)
+    for attempt in range(6):
+        try:
+            return _load(path, device)
+        except ChecksumMismatch:
+            if attempt == 5:  # still after 1.5 s, longer than any trainer takes: really corrupt
+                raise
+            time.sleep(0.05 * 2**attempt)  # the JSON follows its weights within milliseconds
+    raise AssertionError("unreachable")
+
+
+def _load(path: Path, device: str | torch.device) -> Checkpoint:
     meta = read_json(path)
     if meta.get("format") != FORMAT:
         shown = str(meta.get("format"))[:80]
