@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnlab.spec import build
+from cnnlab.model.spec import build
 from cnnlab.summary import summarize
 from cnnlab.train.optim import make_optimizer
 from cnnlab.train.runtime import keep_freed_memory, native_bf16

@@ -26,7 +26,9 @@ from safetensors.torch import save_file
 from cnnlab import __version__
 from cnnlab.atomic import atomic_path
 from cnnlab.errors import CnnlabError
-from cnnlab.spec import Net, apply_overrides, build, load_spec, retarget
+from cnnlab.model.net import Net
+from cnnlab.model.reading import load_spec
+from cnnlab.model.spec import apply_overrides, build, retarget
 
 FORMAT = "cnnlab-checkpoint/1"
 MAX_JSON_BYTES = 64 << 20  # checkpoint metadata and resume state; a real one is kilobytes

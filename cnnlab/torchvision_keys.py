@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.spec import Net
+from cnnlab.model.net import Net
 
 GOOGLENET_INCEPTIONS = (
     "inception3a",

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
-from cnnlab import zoo
 from cnnlab.errors import CnnlabError
+from cnnlab.model import zoo
+from cnnlab.model.bounds import MAX_SPEC_BYTES
+from cnnlab.model.reading import load_yaml
 
 # optimiser -> (default learning rate, how it is built): "sgd" with momentum / Nesterov flags is
 # cnnlab's own step (see optim.SGD); anything else is the torch.optim class of that name.
@@ -280,9 +282,12 @@ def check_values(values: dict[str, Any], sources: dict[str, str]) -> dict[str, A
 def read_config(path: str | os.PathLike) -> dict:
     """A YAML file of TrainConfig keys (dashes or underscores), values not yet checked."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        if Path(path).stat().st_size > MAX_SPEC_BYTES:
+            raise CnnlabError(f"{path}: too large for a config (at most {MAX_SPEC_BYTES} bytes)")
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         raise CnnlabError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from None
+    raw = load_yaml(text, str(path)) or {}  # bounded like a spec: no alias bombs, no deep nests
     if not isinstance(raw, dict):
         raise CnnlabError(f"{path}: a config is a mapping of option: value")
     out = {}

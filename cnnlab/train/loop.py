@@ -21,7 +21,7 @@ from tqdm import tqdm
 from cnnlab.data.dataset import ImageSet
 from cnnlab.errors import CnnlabError
 from cnnlab.infer import logits
-from cnnlab.spec import Net
+from cnnlab.model.net import Net
 from cnnlab.train.batches import Batches, World
 from cnnlab.train.rundir import RunDir
 from cnnlab.train.step import Diverged, Step

@@ -23,7 +23,8 @@ from cnnlab.data.augment import pca_basis
 from cnnlab.data.dataset import ImageSet
 from cnnlab.errors import CnnlabError
 from cnnlab.infer import Normalise, conform, plan_fit
-from cnnlab.spec import Net, build, retarget
+from cnnlab.model.net import Net
+from cnnlab.model.spec import build, retarget
 from cnnlab.train.average import WeightAverage
 from cnnlab.train.batches import Batches, World
 from cnnlab.train.config import (
@@ -183,6 +184,11 @@ def prepare(cfg: TrainConfig, say=print) -> Prepared:
     options = _data_options(cfg, size, channels)
     full = load_data(cfg.data, "train", **options)
     test = load_data(cfg.data, "test", required=False, **options)
+    for found in (full, test):
+        if found is not None and found.skipped:  # --skip-bad: never a silent loss
+            say(f"skipped {len(found.skipped)} unreadable file(s) of {found.source}:")
+            for line in found.skipped:
+                say(f"  {line}")
     if cfg.size and _spatial(model) and tuple(model.input_shape[1:]) != size and cfg.input is None:
         say(f"{cfg.model}: rebuilt its input for {size[0]}x{size[1]} images (--size)")
         model = build(

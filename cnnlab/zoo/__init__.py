@@ -1,18 +1,3 @@
-"""The classic architectures as spec files. This module only lists and reads them."""
+"""Kept so that `from cnnlab import zoo` goes on working: the specs are in cnnlab/model/zoo."""
 
-from __future__ import annotations
-
-from pathlib import Path
-
-import yaml
-
-HERE = Path(__file__).parent
-DEFAULT = "mnistnet"
-
-
-def names() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*.yaml"))
-
-
-def spec(name: str) -> dict:
-    return yaml.safe_load((HERE / f"{name}.yaml").read_text(encoding="utf-8"))
+from cnnlab.model.zoo import DEFAULT, HERE, names, spec  # noqa: F401
