@@ -146,8 +146,8 @@ def convolve_cmd(image, kernel, stride, padding, gray, out, show):
 
     import numpy as np
 
+    from cnnlab.convolve import convolve, format_matrix, load_kernel, save_result
     from cnnlab.data.images import is_gray, open_image, to_array
-    from cnnlab.inspect.convolve import convolve, format_matrix, load_kernel, save_result
 
     if padding != "same" and not padding.isdigit():
         raise click.BadParameter(

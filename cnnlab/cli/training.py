@@ -131,7 +131,7 @@ def train_cmd(ctx: click.Context, resume, config_file, overwrite, as_json, **opt
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def eval_cmd(run: str, data: str | None, plot: str | None, as_json: bool) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a trained model."""
-    from cnnlab.evaluate import eval_data, format_metrics, metrics, plot_confusion
+    from cnnlab.infer.evaluate import eval_data, format_metrics, metrics, plot_confusion
 
     ckpt = load_run(run)
     dataset, split = eval_data(ckpt, data)
@@ -148,8 +148,8 @@ def eval_cmd(run: str, data: str | None, plot: str | None, as_json: bool) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def predict_cmd(run: str, files: tuple[str, ...], top_k: int, as_json: bool) -> None:
     """Top-k classes with probabilities for image files (or folders of them)."""
-    from cnnlab.evaluate import image_files, prepare_image
-    from cnnlab.evaluate import top_k as rank
+    from cnnlab.infer.evaluate import image_files, prepare_image
+    from cnnlab.infer.evaluate import top_k as rank
 
     ckpt = load_run(run)
     results, failed = [], 0
