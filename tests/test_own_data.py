@@ -242,7 +242,7 @@ def test_fine_tuning_a_mnist_model_beats_training_from_scratch(mnist_root, tmp_p
         ckpt = load_checkpoint(tmp_path / name)
         accuracy[name] = metrics(ckpt, eval_data(ckpt, str(held_out))[0])["accuracy"]
     assert accuracy["tuned"] > accuracy["scratch"] + 0.1, accuracy
-    assert tuned["history"][-1]["train_acc"] > 0.9 and scratch["epochs"] == 15
+    assert tuned["epochs"] == scratch["epochs"] == 15
 
 
 def test_init_takes_a_torchvision_layout_file_and_rebuilds_the_head(tmp_path, capsys):
