@@ -61,7 +61,9 @@ def run_cnnlab(seed: int, fast: bool = True) -> dict:
     out = os.environ.get("TTA_OUT", "/tmp/cnnlab-tta")
     cfg = TrainConfig(seed=seed, out=out, val_split=0.0, channels_last=fast, fast_malloc=fast)
     trainer = make_trainer(cfg, overwrite=True)  # one scratch directory for every run
-    tracker = Tracker(lambda: trainer.evaluate(trainer.p.test)["acc"], trainer.steps_per_epoch)
+    tracker = Tracker(
+        lambda: trainer.evaluate(trainer.prepared.test)["acc"], trainer.steps_per_epoch
+    )
     trainer.step_hook = lambda t, epoch, step: tracker((epoch - 1) * t.steps_per_epoch + step + 1)
     result = trainer.fit()
     return {

@@ -51,7 +51,7 @@ def convolve(
     """Apply one kernel to each channel of a (C, H, W) float image; returns (C, H', W').
 
     Like the CNN layers (and most image tools) this is cross-correlation: the kernel is not
-    flipped, which is what the seeds' worked examples compute.
+    flipped, which is what the textbook worked examples compute.
     """
     k = torch.from_numpy(kernel)[None, None]
     x = torch.from_numpy(np.asarray(image, dtype=np.float64))[:, None]

@@ -8,6 +8,7 @@ from cnnlab.infer.evaluate import (  # noqa: F401
     load_for,
     metrics,
     normaliser,
+    normalizer,
     plot_confusion,
     prepare_image,
     top_k,

@@ -9,6 +9,7 @@ from cnnlab.model.spec import (  # noqa: F401
     apply_overrides,
     build,
     normalise,
+    normalize,
     retarget,
     to_spec,
 )

@@ -1,4 +1,4 @@
-"""An independent NumPy reference of the seeds' equations, written with plain loops.
+"""An independent NumPy reference of the textbook equations, written with plain loops.
 
 Nothing here calls PyTorch: these functions are what the layers are held to.
 """

@@ -180,7 +180,7 @@ def test_many_channels_are_drawn_in_pages(tmp_path):
 
 
 def test_convolve_reproduces_the_worked_example(tmp_path):
-    # the 5x5 binary image and 3x3 filter of the seeds' worked example
+    # the 5x5 binary image and 3x3 filter of the classic worked example
     image = np.array(
         [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]],
         np.uint8,

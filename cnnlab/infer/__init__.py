@@ -10,7 +10,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 
 
-class Normalise:
+class Normalize:
     """(uint8 or 0..1 float) -> (x - mean) / std per channel, with the training set's statistics."""
 
     def __init__(self, mean: list[float], std: list[float]):
@@ -90,7 +90,7 @@ def fit_images(
 
 @torch.no_grad()
 def logits(
-    model: nn.Module, images: torch.Tensor, norm: Normalise, batch_size: int = 1000
+    model: nn.Module, images: torch.Tensor, norm: Normalize, batch_size: int = 1000
 ) -> torch.Tensor:
     """Model outputs for uint8 images (N, C, H, W), computed in batches in eval mode."""
     was_training = model.training
@@ -104,3 +104,6 @@ def logits(
     finally:
         model.train(was_training)
     return torch.cat(parts) if parts else torch.empty(0)
+
+
+Normalise = Normalize  # the 0.1 spelling

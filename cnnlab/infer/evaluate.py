@@ -13,12 +13,12 @@ from cnnlab.data import load_data
 from cnnlab.data.dataset import ImageSet
 from cnnlab.data.images import EXTENSIONS, MAX_PIXELS, open_image, to_array
 from cnnlab.errors import CnnlabError
-from cnnlab.infer import Normalise, fit_images, logits
+from cnnlab.infer import Normalize, fit_images, logits
 from cnnlab.infer.prepare import for_model
 
 
-def normaliser(ckpt: Checkpoint) -> Normalise:
-    return Normalise(ckpt.meta.get("mean", [0.0]), ckpt.meta.get("std", [1.0]))
+def normalizer(ckpt: Checkpoint) -> Normalize:
+    return Normalize(ckpt.meta.get("mean", [0.0]), ckpt.meta.get("std", [1.0]))
 
 
 def input_recipe(ckpt: Checkpoint) -> dict | None:
@@ -60,7 +60,7 @@ def confusion(pred: np.ndarray, true: np.ndarray, k: int) -> np.ndarray:
 
 
 def metrics(ckpt: Checkpoint, data: ImageSet, batch_size: int = 1000) -> dict:
-    out = logits(ckpt.model, data.images, normaliser(ckpt), batch_size)
+    out = logits(ckpt.model, data.images, normalizer(ckpt), batch_size)
     pred, true = out.argmax(1).numpy(), data.labels.numpy()
     k = len(ckpt.classes)
     cm = confusion(pred, true, k)
@@ -163,10 +163,13 @@ def prepare_image(
 
 
 def top_k(ckpt: Checkpoint, prepared: np.ndarray, k: int = 3) -> list[dict]:
-    out = logits(ckpt.model, torch.from_numpy(prepared)[None], normaliser(ckpt))
+    out = logits(ckpt.model, torch.from_numpy(prepared)[None], normalizer(ckpt))
     probs = out.softmax(1)[0]
     values, idx = probs.topk(min(k, len(ckpt.classes)))
     return [
         {"class": ckpt.classes[i], "index": int(i), "probability": float(v)}
         for v, i in zip(values, idx, strict=True)
     ]
+
+
+normaliser = normalizer  # the 0.1 spelling

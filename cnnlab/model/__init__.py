@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "build": "spec", "to_spec": "spec", "retarget": "spec", "normalise": "spec",
+    "build": "spec", "to_spec": "spec", "retarget": "spec", "normalize": "spec", "normalise": "spec",
     "apply_overrides": "spec", "load_spec": "reading", "Net": "net", "KINDS": "kinds",
     "SpecError": "bounds",
 }  # fmt: skip

@@ -1,4 +1,4 @@
-"""The layers the seeds describe that PyTorch does not ship, as plain functions plus thin modules.
+"""The layers of the classic CNN texts that PyTorch does not ship, as plain functions plus thin modules.
 
 Everything else (convolution, max/mean pooling, activations, dropout, batch norm, local
 response normalisation, linear layers) is PyTorch's own module, used as is.

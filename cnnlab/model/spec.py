@@ -95,7 +95,7 @@ def _normalise_layer(raw: Any, index: int, source: str) -> dict:
     return out
 
 
-def normalise(spec: dict, source: str = "spec") -> dict:
+def normalize(spec: dict, source: str = "spec") -> dict:
     """Check a spec's structure and fill every default, so that it round-trips exactly."""
     if not isinstance(spec, dict):
         raise SpecError(f"{source}: a spec is a mapping with input, classes and layers")
@@ -199,7 +199,7 @@ def build(spec: dict | str | os.PathLike, source: str | None = None) -> Net:
         name = spec.get("name")
         plain = isinstance(name, (str, int, float)) and not isinstance(name, bool)
         source = str(name)[:100] if plain and str(name) else "spec"
-    spec = normalise(spec, source)
+    spec = normalize(spec, source)
     shape: Shape = tuple(spec["input"])
     named = []
     expanded = list(_expand(spec["layers"]))
@@ -336,7 +336,7 @@ def apply_overrides(spec: dict, assignments: list[str], source: str = "spec") ->
     Setting a field of one copy of a repeated layer sets it for every copy.
     """
     spec = copy.deepcopy(spec)
-    names = {name: index for index, name, _ in _expand(normalise(spec, source)["layers"])}
+    names = {name: index for index, name, _ in _expand(normalize(spec, source)["layers"])}
     for item in assignments:
         key, sep, text = item.partition("=")
         if not sep:
@@ -354,3 +354,6 @@ def apply_overrides(spec: dict, assignments: list[str], source: str = "spec") ->
             raise SpecError(f"--set {item!r}: no layer '{layer}'; layers: {', '.join(names)}")
         spec["layers"][names[layer] - 1][field] = value
     return spec
+
+
+normalise = normalize  # the 0.1 spelling

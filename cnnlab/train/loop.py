@@ -35,7 +35,7 @@ class Trainer:
 
     def __init__(
         self,
-        p: Prepared,
+        prepared: Prepared,
         world: World,
         run: RunDir,
         batches: Batches,
@@ -43,7 +43,7 @@ class Trainer:
         model: Net,
         net: torch.nn.Module,
     ):
-        self.p, self.cfg, self.world, self.run = p, p.cfg, world, run
+        self.prepared, self.cfg, self.world, self.run = prepared, prepared.cfg, world, run
         self.batches, self.step, self.model, self.net = batches, step, model, net
         self.history: list[dict] = []
         self.epoch = 0
@@ -71,7 +71,7 @@ class Trainer:
         order = torch.randperm(len(self.batches.data), generator=gen)
         self.net.train()
         for module in (
-            self.p.frozen or []
+            self.prepared.frozen or []
         ):  # --freeze: those layers keep their batch-norm statistics
             module.eval()
         total_loss, correct, seen = 0.0, 0, 0
@@ -119,7 +119,7 @@ class Trainer:
         return f"last good checkpoint: {last}" if last else "no checkpoint was saved yet"
 
     def evaluate(self, data: ImageSet) -> dict:
-        out = logits(self.published, data.images, self.p.norm, self.cfg.eval_batch_size)
+        out = logits(self.published, data.images, self.prepared.norm, self.cfg.eval_batch_size)
         return {
             "loss": F.cross_entropy(out, data.labels).item(),
             "acc": (out.argmax(1) == data.labels).float().mean().item(),
@@ -127,15 +127,15 @@ class Trainer:
 
     # -- what is saved
     def meta(self, extra: dict | None = None) -> dict:
-        p = self.p
+        data = self.prepared
         return {
-            "classes": p.train.classes,
+            "classes": data.train.classes,
             "input_shape": list(self.model.input_shape),
             "channels": self.model.input_shape[0],
-            "mean": p.norm.mean,
-            "std": p.norm.std,
-            "preprocess": p.preprocess,
-            "input_recipe": p.recipe,
+            "mean": data.norm.mean,
+            "std": data.norm.std,
+            "preprocess": data.preprocess,
+            "input_recipe": data.recipe,
             "data": self.cfg.data,
             "config": asdict(self.cfg),
             "epoch": self.epoch,
@@ -199,7 +199,7 @@ class Trainer:
 
     # -- the whole run
     def fit(self) -> dict:
-        cfg, p = self.cfg, self.p
+        cfg, data = self.cfg, self.prepared
         self.run.write_config(cfg)
         self.say(self._plan())
         while self.epoch < cfg.epochs:
@@ -212,41 +212,41 @@ class Trainer:
             row = {"epoch": self.epoch, **row, "lr": self.step.rate.current}
             if self.step.tracker is not None:
                 row["lambda_max"] = self.step.tracker.lam
-            if p.val is not None:
-                v = self.evaluate(p.val)
+            if data.val is not None:
+                v = self.evaluate(data.val)
                 row |= {"val_loss": v["loss"], "val_acc": v["acc"]}
             self.history.append(row)
             self.save_epoch(row)
             self.say(_epoch_line(row, cfg.epochs))
         result = {"run": str(self.run), "epochs": self.epoch, "history": self.history}
-        if p.test is not None:
-            t = self.evaluate(p.test)
-            result |= {"test_acc": t["acc"], "test_loss": t["loss"], "test_count": len(p.test)}
+        if data.test is not None:
+            t = self.evaluate(data.test)
+            result |= {"test_acc": t["acc"], "test_loss": t["loss"], "test_count": len(data.test)}
             if self.world.main:
                 self.run.save_checkpoint("last", self.published, self.meta({"test_acc": t["acc"]}))
             self.say(
-                f"test accuracy {100 * t['acc']:.2f}% on {len(p.test)} images ({p.test.source})"
+                f"test accuracy {100 * t['acc']:.2f}% on {len(data.test)} images ({data.test.source})"
             )
         return result
 
     def _plan(self) -> str:
-        p, cfg, world = self.p, self.cfg, self.world
-        n_val = len(p.val) if p.val is not None else 0
+        data, cfg, world = self.prepared, self.cfg, self.world
+        n_val = len(data.val) if data.val is not None else 0
         streamed = (
             (
-                f"streaming {len(p.train)} images from disk with {self.batches.workers} "
+                f"streaming {len(data.train)} images from disk with {self.batches.workers} "
                 "worker processes "
                 "(the decoded set would exceed the memory budget)\n"
             )
-            if p.train.streamed
+            if data.train.streamed
             else ""
         )
         params = sum(q.numel() for q in self.model.parameters())
         return (
             f"{streamed}training {self.model.spec['name']} ({params:,} parameters) "
-            f"on {len(p.train)} images of "
-            f"{'x'.join(map(str, p.train.shape))}, validating on {n_val}; {cfg.epochs} epochs of "
-            f"{self.steps_per_epoch} batches of {cfg.batch_size} on {p.device}"
+            f"on {len(data.train)} images of "
+            f"{'x'.join(map(str, data.train.shape))}, validating on {n_val}; {cfg.epochs} epochs of "
+            f"{self.steps_per_epoch} batches of {cfg.batch_size} on {data.device}"
             f"{f' x {world.size} processes' if world.size > 1 else ''}"
             f"{', bf16 autocast' if self.step.amp_dtype else ''}; run: {self.run}"
         )

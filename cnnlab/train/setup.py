@@ -22,7 +22,7 @@ from cnnlab.data.augment import parse as parse_augment
 from cnnlab.data.augment import pca_basis
 from cnnlab.data.dataset import ImageSet
 from cnnlab.errors import CnnlabError
-from cnnlab.infer import Normalise, conform, plan_fit
+from cnnlab.infer import Normalize, conform, plan_fit
 from cnnlab.model.net import Net
 from cnnlab.model.spec import build, retarget
 from cnnlab.train.average import WeightAverage
@@ -169,7 +169,7 @@ class Prepared:
     train: ImageSet
     val: ImageSet | None
     test: ImageSet | None
-    norm: Normalise
+    norm: Normalize
     device: torch.device
     preprocess: str
     recipe: dict | None = None  # how any image is brought to the model's input (see infer.plan_fit)
@@ -214,7 +214,7 @@ def prepare(cfg: TrainConfig, say=print) -> Prepared:
         train,
         val,
         test,
-        Normalise(mean, std),
+        Normalize(mean, std),
         pick_device(cfg.device),
         preprocess,
         recipe,
@@ -227,7 +227,7 @@ def _first_rate(
     model: nn.Module,
     loss_fn,
     batches: Batches,
-    norm: Normalise,
+    norm: Normalize,
     resuming: bool,
     say,
 ) -> float:

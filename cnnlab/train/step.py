@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cnnlab.data.augment import Augment
-from cnnlab.infer import Normalise
+from cnnlab.infer import Normalize
 from cnnlab.train.average import WeightAverage
 from cnnlab.train.curvature import CurvatureTracker, lecun_rate
 from cnnlab.train.schedule import LearningRate
@@ -32,7 +32,7 @@ class Step:
         optimizer,
         rate: LearningRate,
         augment: Augment,
-        norm: Normalise,
+        norm: Normalize,
         channels_last: bool = False,
         average: WeightAverage | None = None,
         tracker: CurvatureTracker | None = None,
