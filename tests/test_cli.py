@@ -1,5 +1,6 @@
 """The command line through a real subprocess: help, exit codes, one-line errors."""
 
+import re
 import subprocess
 import sys
 
@@ -17,9 +18,18 @@ def run(*args, check=True):
     return proc
 
 
-def test_help_lists_options_with_defaults():
+def test_help_lists_every_command_and_the_real_defaults():
+    from cnnlab.train.config import DEFAULTS
+
     out = run("--help").stdout
-    assert "data" in out
+    for command in ("convolve", "data", "eval", "export", "gradcheck", "inspect", "predict",
+                    "report", "serve", "summary", "train", "zoo"):  # fmt: skip
+        assert f"\n  {command} " in out, command
+    flat = " ".join(run("train", "--help").stdout.split())  # help text wraps at any width
+    for key in ("epochs", "batch_size", "optimizer", "schedule", "warmup", "ema", "augment"):
+        flag = re.escape(f"--{key.replace('_', '-')}")
+        shown = re.escape(f"[default: {DEFAULTS[key]}]")
+        assert re.search(rf"{flag} (\[[^]]*\]|\S+) [^[]*{shown}", flat), key  # its own default
     out = run("data", "fetch", "--help").stdout
     assert "--from" in out and "--cache-dir" in out
 

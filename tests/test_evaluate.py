@@ -3,13 +3,16 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.checkpoint import load_checkpoint
-from cnnlab.evaluate import confusion
+from cnnlab.infer import logits
+from cnnlab.infer.evaluate import confusion, eval_data, normalizer, prepare_image
 from cnnlab.train import TrainConfig, train
 
 
@@ -22,8 +25,8 @@ def cli(*args):
 @pytest.fixture
 def run(tiny, tmp_path):
     data, spec = tiny
-    train(TrainConfig(model=str(spec), data=str(data), epochs=3, batch_size=32, optimizer="adam", lr=0.01,
-                      augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    recipe = {"epochs": 3, "batch_size": 32, "optimizer": "adam", "lr": 0.01, "augment": "none"}
+    train(TrainConfig(model=str(spec), data=str(data), out=str(tmp_path / "run"), **recipe))
     return tmp_path / "run"
 
 
@@ -38,7 +41,14 @@ def test_eval_reports_accuracy_per_class_and_plot(run, tmp_path):
     m = json.loads(out.stdout)
     assert m["count"] == 200 and m["split"] == "test" and m["accuracy"] > 0.9
     assert np.array(m["confusion"]).sum() == 200 and len(m["per_class"]) == 4
-    assert m["errors"] == round((1 - m["accuracy"]) * 200)
+    ckpt = load_checkpoint(run)  # the counts again, from the model's own outputs
+    data, _ = eval_data(ckpt, None)
+    pred = logits(ckpt.model, data.images, normalizer(ckpt)).argmax(1)
+    assert m["errors"] == int((pred != data.labels).sum()) == 200 - np.trace(m["confusion"])
+    for c, row in enumerate(m["per_class"]):
+        truly = data.labels == c
+        assert row["recall"] == pytest.approx(float((pred[truly] == c).float().mean()))
+        assert row["support"] == int(truly.sum())
     assert Image.open(tmp_path / "cm.png").size[0] > 300
     text = cli("eval", str(run)).stdout
     assert "precision" in text and "confusion (rows: true, columns: predicted)" in text
@@ -46,14 +56,30 @@ def test_eval_reports_accuracy_per_class_and_plot(run, tmp_path):
 
 def test_predict_files_and_folders(run, tmp_path):
     ckpt = load_checkpoint(run)
-    img = np.zeros((12, 12), np.uint8)
-    img[7:11, 7:11] = 220  # bottom-right square: class 3
-    Image.fromarray(img).save(tmp_path / "three.png")
-    out = cli("predict", str(run), str(tmp_path / "three.png"), "--top-k", "2", "--json")
+    (tmp_path / "folder" / "inner").mkdir(parents=True)
+    files = {
+        3: tmp_path / "three.png",
+        0: tmp_path / "folder/zero.png",
+        1: tmp_path / "folder/inner/one.jpg",
+    }
+    for quadrant, path in files.items():
+        img = np.zeros((12, 12), np.uint8)
+        top, left = (quadrant // 2) * 6 + 1, (quadrant % 2) * 6 + 1
+        img[top : top + 4, left : left + 4] = 220  # a bright square in that quadrant
+        Image.fromarray(img).save(path)
+    out = cli(
+        "predict", str(run), str(files[3]), str(tmp_path / "folder"), "--top-k", "2", "--json"
+    )
     assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)[0]
-    assert result["top"][0]["class"] == "3" and len(result["top"]) == 2
-    assert sum(t["probability"] for t in result["top"]) <= 1 + 1e-6
+    results = {Path(r["file"]).name: r["top"] for r in json.loads(out.stdout)}
+    guessed = {name: top[0]["class"] for name, top in results.items()}
+    assert guessed == {"three.png": "3", "zero.png": "0", "one.jpg": "1"}
+    prepared = torch.from_numpy(prepare_image(ckpt, files[3]))[None]
+    probs = logits(ckpt.model, prepared, normalizer(ckpt)).softmax(1)[0]
+    best = probs.topk(2)
+    assert [t["probability"] for t in results["three.png"]] == pytest.approx(
+        best.values.tolist(), abs=1e-6
+    )
     assert ckpt.meta["preprocess"] == "resize"
 
 
