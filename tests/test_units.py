@@ -28,7 +28,7 @@ EVERY_SIMPLE_KIND = {
         {"type": "batchnorm"},
         {"type": "leaky_relu", "slope": 0.1},
         {"type": "conv", "filters": 6, "kernel": 4, "padding": "same"},      # Sequential(pad, conv)
-        {"type": "lrn", "size": 3, "alpha": 0.5, "k": 1.0},
+        {"type": "lrn", "size": 4, "alpha": 0.5, "k": 1.0},  # even: the window is lopsided
         {"type": "pool", "mode": "max", "size": 3, "stride": 2, "padding": 1, "rounding": "ceil"},  # 6 x 6 x 6
         {"type": "softplus", "beta": 2.0},
         {"type": "pool", "mode": "mean", "size": 2, "stride": 1, "padding": 1},  # 6 x 7 x 7
@@ -278,11 +278,19 @@ def check_every_layer(model, x):
             assert close(e["value"], want), (layer, index)
             got = recompute(e, model, inp)
             assert close(got, want), (layer, e["rule"], index, got, want)
+            for derived in ("pre_activation", "result", "total"):  # what the page shows as the sum
+                assert derived not in e or close(e[derived], want), (
+                    layer,
+                    derived,
+                    e[derived],
+                    want,
+                )
             explained.add(e["rule"])
     logits = model(x)[0]
     for k in range(logits.numel()):
         e = explain_unit(model, x, SOFTMAX, k)
-        assert close(recompute(e, model, logits[None]), float(torch.softmax(logits, 0)[k]))
+        want = float(torch.softmax(logits, 0)[k])
+        assert close(recompute(e, model, logits[None]), want) and close(e["result"], want)
     return explained
 
 
@@ -443,8 +451,13 @@ def test_explaining_leaves_the_model_as_it_was():
 def test_the_next_activation_is_given():
     model = randomised("lenet5")
     x = the_input(model)
-    e = explain_unit(model, x, "conv2", (3, 2, 2))
-    assert e["next"]["layer"] == "relu2" and e["next"]["value"] == max(e["value"], 0.0)
+    relu = model.features(x)["relu2"][0]
+    values = []
+    for xx in range(10):
+        e = explain_unit(model, x, "conv2", (3, 2, xx))
+        assert e["next"]["layer"] == "relu2" and e["next"]["value"] == float(relu[3, 2, xx])
+        values.append(e["value"])
+    assert min(values) < 0 < max(values)  # both sides of the relu were seen
     assert explain_unit(model, x, "pool1", 0)["next"] is None
 
 

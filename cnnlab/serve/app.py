@@ -4,7 +4,8 @@ GET  /                 the page (plain HTML/CSS/JS from the package; works offli
 GET  /healthz          liveness
 GET  /api/model        summary, class names, input shape, first-layer kernels
 POST /api/predict      image -> top-k probabilities and the prepared input the model saw
-POST /api/activations  image -> every spatial layer's feature maps
+POST /api/activations  image -> every spatial layer's feature maps ("layers"), and every layer
+                       in order with its sparsity and strongest units ("network")
 POST /api/inspect      image + layer + channel -> that channel's kernel and a saliency map
 POST /api/unit         image + layer + unit (index, or channel/y/x) -> the numbers that make
                        that unit's value (cnnlab.inspect.units), with the maps it reads

@@ -96,8 +96,9 @@ async function send(dataUrl) {
     renderBars(pred.top);
     $("seen").src = pred.input;
     renderNetwork($("network"), acts, state.model);
+    state.shown = dataUrl;  // the image the network view shows
     $("sparsity").textContent = `Zeros (exactly 0) by layer: ${sparsityLine(acts)}`;
-    if (markSelected($("network"), state.selected)) explain(state.selected, 0);
+    if (markSelected($("network"), state.selected)) explain(state.selected, 0, false);
     refreshAttribution();
   } catch (err) { showError(err.message); }
 }
@@ -119,7 +120,8 @@ function renderBars(top) {
 }
 
 // Ask for a unit's arithmetic; the last one asked is the one shown.
-function explain(unit, delay) {
+// `reveal`: scroll to the answer if it is out of sight (a click or Enter, not a new stroke).
+function explain(unit, delay, reveal = delay === 0) {
   state.selected = unit;
   clearTimeout(unitTimer);
   unitTimer = setTimeout(async () => {
@@ -130,6 +132,8 @@ function explain(unit, delay) {
       showError("");
       state.unit = d;
       renderUnit($("unit"), d, state);
+      const panel = $("unit-panel");
+      if (reveal && panel.getBoundingClientRect().top > window.innerHeight - 60) panel.scrollIntoView();
       if (unit.channel !== undefined) inspect(unit.layer, unit.channel);
       refreshAttribution();
     } catch (err) { showError(err.message); }

@@ -81,6 +81,7 @@ function mapCell(layer, channel, src, rows, cols) {
   const img = el("img");
   img.src = src;
   img.alt = `${layer} channel ${channel}`;
+  cell.title = `${layer} channel ${channel}`;
   cell.append(img, el("span", "cursor"));
   label(cell);
   return cell;
