@@ -383,6 +383,24 @@ def test_a_conv_with_many_channels_shows_the_largest_partial_sums():
     assert close(e["pre_activation"], e["value"])
 
 
+def test_a_unit_of_a_wide_layer_is_a_bounded_answer():
+    """512 input channels of 3 x 3, and a dense unit of 25,088 inputs: what comes back is the
+    16 largest channels and the 12 largest contributions, not everything."""
+    import json
+
+    spec = {"input": [512, 9, 9], "classes": 3,
+            "layers": [{"type": "conv", "filters": 512, "kernel": 3}, {"type": "dense"}]}  # fmt: skip
+    model = randomised(spec)
+    x = the_input(model)
+    conv = explain_unit(model, x, "conv1", (511, 6, 6))
+    dense = explain_unit(model, x, "dense1", 2)
+    assert len(conv["channels"]) == MAX_CHANNELS and len(conv["partials"]) == 512
+    assert dense["inputs"] is None and dense["weights"] is None and len(dense["top"]) == 12
+    assert dense["others"]["count"] == 512 * 7 * 7 - 12
+    assert len(json.dumps(conv)) < 30_000 and len(json.dumps(dense)) < 5_000
+    assert close(conv["pre_activation"], conv["value"]) and close(dense["total"], dense["value"])
+
+
 # ---------------------------------------------------------------- receptive fields
 LINEAR_CHAIN = {
     "name": "linear", "input": [2, 23, 21], "classes": 2,
@@ -469,6 +487,7 @@ def test_the_next_activation_is_given():
     ("conv1", (0, 0, 28), "unit x 28 is out of range 0..27"),
     ("conv1", (0, 0), "needs 3 numbers"),
     (SOFTMAX, 10, "out of range 0..9"),
+    ("conv1", True, "a unit is a flat index or a position, got True"),
 ])  # fmt: skip
 def test_a_bad_unit_is_a_one_line_error(layer, index, words):
     model = randomised("lenet5")

@@ -43,7 +43,7 @@ from cnnlab.spec import Net
 SOFTMAX = "@softmax"  # the probabilities after the last layer; '@' is in no layer name
 MAX_CHANNELS = 16  # input channels of a conv unit returned with their window and kernel
 MAX_VECTOR = 1024  # a dense unit's inputs and weights returned in full up to this many
-MAX_WINDOW = 4096  # pooled values returned (a global pool over a large map gives its sum only)
+MAX_WINDOW = 4096  # pooled values returned (a global pool over a larger map gives its result only)
 TOP = 12  # a dense unit's largest contributions listed
 ACTIVATIONS = {"relu", "leaky_relu", "softplus", "tanh", "sigmoid"}
 
@@ -51,7 +51,9 @@ ACTIVATIONS = {"relu", "leaky_relu", "softplus", "tanh", "sigmoid"}
 # ---------------------------------------------------------------- positions
 def unit_position(shape: Sequence[int], index: int | Sequence[int]) -> tuple[int, ...]:
     """A flat index or a position (channel, y, x) -> a checked position in `shape`."""
-    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer, Sequence)):
+        raise CnnlabError(f"a unit is a flat index or a position, got {index!r}")
+    if isinstance(index, (int, np.integer)):
         total = math.prod(shape)
         if not 0 <= index < total:
             raise CnnlabError(f"unit index {index} is out of range 0..{total - 1}")
@@ -103,10 +105,6 @@ def _geometry(top: int, left: int, size, step, stride=None, padding=None) -> dic
     }
 
 
-def _f(v) -> float:
-    return float(v)
-
-
 # ---------------------------------------------------------------- one rule per layer type
 def _conv(module: nn.Module, inp: torch.Tensor, pos) -> dict:
     pad_top = pad_left = 0
@@ -135,7 +133,7 @@ def _conv(module: nn.Module, inp: torch.Tensor, pos) -> dict:
     shown = range(per_group)
     if per_group > MAX_CHANNELS:
         shown = sorted(np.argsort(-np.abs(partials), kind="stable")[:MAX_CHANNELS].tolist())
-    b = 0.0 if bias is None else _f(bias[c])
+    b = 0.0 if bias is None else float(bias[c])
     return {
         "rule": "conv",
         "window": _geometry(
@@ -149,14 +147,14 @@ def _conv(module: nn.Module, inp: torch.Tensor, pos) -> dict:
                 "channel": first + i,
                 "window": windows[i].tolist(),
                 "kernel": kernel[i].tolist(),
-                "partial": _f(partials[i]),
+                "partial": float(partials[i]),
             }
             for i in shown
         ],
         "partials": partials.tolist(),
         "bias": b,
         "has_bias": bias is not None,
-        "pre_activation": _f(partials.sum() + b),
+        "pre_activation": float(partials.sum() + b),
     }
 
 
@@ -185,16 +183,16 @@ def _pool_rule(mode: str, values: np.ndarray, inside: np.ndarray) -> dict:
     if mode == "max":
         masked = np.where(inside, values, -np.inf)
         r, q = np.unravel_index(int(np.argmax(masked)), masked.shape)
-        out |= {"argmax": [int(r), int(q)], "result": _f(masked[r, q])}
+        out |= {"argmax": [int(r), int(q)], "result": float(masked[r, q])}
     elif mode == "mean":
-        out |= {"sum": _f(values[inside].sum()), "result": _f(values[inside].mean())}
+        out |= {"sum": float(values[inside].sum()), "result": float(values[inside].mean())}
     elif mode == "sum":
-        out |= {"sum": _f(values.sum()), "result": _f(values.sum())}
+        out |= {"sum": float(values.sum()), "result": float(values.sum())}
     else:  # stochastic at test time: sum p_i a_i, p_i = a_i / sum a, a = max(x, 0)
         a = np.clip(values, 0, None)
         total = a.sum()
         p = a / total if total > 0 else np.zeros_like(a)
-        out |= {"sum": _f(total), "probabilities": p.tolist(), "result": _f((p * a).sum())}
+        out |= {"sum": float(total), "probabilities": p.tolist(), "result": float((p * a).sum())}
     if values.size <= MAX_WINDOW:
         out |= {"values": values.tolist(), "inside": inside.tolist()}
     return out
@@ -219,7 +217,7 @@ def _adaptive(module: nn.Module, inp: torch.Tensor, pos) -> dict:
 
 
 def _activation(module: nn.Module, inp: torch.Tensor, pos) -> dict:
-    x = _f(inp[(0, *pos)])
+    x = float(inp[(0, *pos)])
     if isinstance(module, nn.LeakyReLU):
         return {"rule": "leaky_relu", "input": x, "slope": float(module.negative_slope)}
     if isinstance(module, nn.Softplus):
@@ -235,13 +233,13 @@ def _batchnorm(module: nn.Module, inp: torch.Tensor, pos) -> dict:
     c = pos[0]
     return {
         "rule": "batchnorm",
-        "input": _f(inp[(0, *pos)]),
+        "input": float(inp[(0, *pos)]),
         "channel": c,
-        "mean": _f(module.running_mean[c]),
-        "var": _f(module.running_var[c]),
+        "mean": float(module.running_mean[c]),
+        "var": float(module.running_var[c]),
         "eps": float(module.eps),
-        "gamma": _f(module.weight[c]) if module.weight is not None else 1.0,
-        "beta": _f(module.bias[c]) if module.bias is not None else 0.0,
+        "gamma": float(module.weight[c]) if module.weight is not None else 1.0,
+        "beta": float(module.bias[c]) if module.bias is not None else 0.0,
     }
 
 
@@ -253,7 +251,7 @@ def _lrn(module: nn.Module, inp: torch.Tensor, pos) -> dict:
     values = inp[(0, slice(lo, hi), *rest)].double().numpy()
     return {
         "rule": "lrn",
-        "input": _f(inp[(0, *pos)]),
+        "input": float(inp[(0, *pos)]),
         "channels": [lo, hi],
         "neighbours": values.tolist(),
         "size": module.size,
@@ -270,13 +268,17 @@ def _channel_pool(module: nn.Module, inp: torch.Tensor, pos) -> dict:
         "rule": "channel_pool",
         "channels": [c * g, (c + 1) * g],
         "values": values.tolist(),
-        "result": _f(values.max()),
+        "result": float(values.max()),
     }
 
 
 def _flatten(module: nn.Module, inp: torch.Tensor, pos) -> dict:
     source = np.unravel_index(pos[0], tuple(inp.shape[1:]))
-    return {"rule": "flatten", "source": [int(i) for i in source], "input": _f(inp[(0, *source)])}
+    return {
+        "rule": "flatten",
+        "source": [int(i) for i in source],
+        "input": float(inp[(0, *source)]),
+    }
 
 
 def _dense(module: nn.Module, inp: torch.Tensor, pos, in_shape: Sequence[int]) -> dict:
@@ -284,7 +286,7 @@ def _dense(module: nn.Module, inp: torch.Tensor, pos, in_shape: Sequence[int]) -
     w = module.weight[pos[0]].detach().double().numpy()
     products = a * w
     top = np.argsort(-np.abs(products), kind="stable")[:TOP]
-    b = 0.0 if module.bias is None else _f(module.bias[pos[0]])
+    b = 0.0 if module.bias is None else float(module.bias[pos[0]])
     rest = np.delete(products, top)
     full = a.size <= MAX_VECTOR
     return {
@@ -293,18 +295,18 @@ def _dense(module: nn.Module, inp: torch.Tensor, pos, in_shape: Sequence[int]) -
             {
                 "index": int(i),
                 "position": [int(v) for v in np.unravel_index(int(i), tuple(in_shape))],
-                "activation": _f(a[i]),
-                "weight": _f(w[i]),
-                "product": _f(products[i]),
+                "activation": float(a[i]),
+                "weight": float(w[i]),
+                "product": float(products[i]),
             }
             for i in top
         ],
-        "others": {"count": int(rest.size), "sum": _f(rest.sum())},
+        "others": {"count": int(rest.size), "sum": float(rest.sum())},
         "inputs": a.tolist() if full else None,
         "weights": w.tolist() if full else None,
         "bias": b,
         "has_bias": module.bias is not None,
-        "total": _f(products.sum() + b),
+        "total": float(products.sum() + b),
     }
 
 
@@ -317,11 +319,11 @@ def _softmax_numbers(logits: np.ndarray, chosen: int, log: bool = False) -> dict
         "rule": "log_softmax" if log else "softmax",
         "chosen": chosen,
         "logits": logits.tolist(),
-        "shift": _f(shift),
+        "shift": float(shift),
         "exps": exps.tolist(),
-        "sum": _f(total),
+        "sum": float(total),
         "probabilities": p.tolist(),
-        "result": _f(np.log(p[chosen]) if log else p[chosen]),
+        "result": float(np.log(p[chosen]) if log else p[chosen]),
     }
 
 
@@ -348,10 +350,8 @@ def trace_block(module: nn.Module, x: torch.Tensor, prefix: str = "") -> list[tu
                 x = walk(child, x, f"{name}.{child_name}" if name else child_name)
             return x
         if isinstance(m, L.Residual):
-            body, shortcut = (
-                walk(m.body, x, _join(name, "body")),
-                walk(m.shortcut, x, _join(name, "shortcut")),
-            )
+            body = walk(m.body, x, _join(name, "body"))
+            shortcut = walk(m.shortcut, x, _join(name, "shortcut"))
             out = torch.relu(body + shortcut)
             steps.append((_join(name, "relu"), m.relu, out))
             return out
@@ -378,10 +378,10 @@ def _join(name: str, child: str) -> str:
 
 
 def _block(module: nn.Module, inp: torch.Tensor, pos) -> dict:
-    c, *rest = pos
+    c = pos[0]
     if isinstance(module, L.Residual):
         body, shortcut = _run(module.body, inp), _run(module.shortcut, inp)
-        b, s = _f(body[(0, *pos)]), _f(shortcut[(0, *pos)])
+        b, s = float(body[(0, *pos)]), float(shortcut[(0, *pos)])
         return {"rule": "residual", "body": b, "shortcut": s, "sum": b + s}
     if isinstance(module, L.Concat):
         sizes = [int(_run(branch, inp).shape[1]) for branch in module.branches]
@@ -561,7 +561,7 @@ def explain_unit(model: Net, x: torch.Tensor, layer: str, index: int | Sequence[
             nxt = {
                 "layer": following,
                 "kind": model.kinds[following],
-                "value": _f(feats[following][(0, *pos)]),
+                "value": float(feats[following][(0, *pos)]),
             }
         return {
             "layer": layer,
@@ -569,7 +569,7 @@ def explain_unit(model: Net, x: torch.Tensor, layer: str, index: int | Sequence[
             "input_layer": names[at - 1] if at else "input",
             "position": list(pos),
             "index": int(np.ravel_multi_index(pos, shape)),
-            "value": _f(feats[layer][(0, *pos)]),
+            "value": float(feats[layer][(0, *pos)]),
             **out,
             "receptive_field": receptive_field(model, layer, pos),
             "next": nxt,
