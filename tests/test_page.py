@@ -55,6 +55,10 @@ def test_draw_a_one_and_see_the_network_work(mnist_run):
         for i in range(1, 21):
             page.mouse.move(x, box["y"] + 50 + i * 9)
         page.mouse.up()
+        # a slow stroke is also sent while drawing: wait for the network of the whole stroke
+        page.wait_for_function(
+            "() => window.cnnlab.shown === document.getElementById('pad').toDataURL('image/png')"
+        )
         page.wait_for_selector("#bars .bar.top")
         page.wait_for_selector("#network .map img")
         assert page.locator("#bars .bar").count() == 10
