@@ -96,3 +96,35 @@ def big_uploads(pixels: int, webp_pixels: int | None = None) -> dict[str, tuple[
         img.save(buf, format=fmt, **options)
         out[f"{name} {img.width}x{img.height}"] = (buf.getvalue(), f"image/{fmt.lower()}")
     return out
+
+
+def post_json(base: str, path: str, payload: dict, timeout: float = 60) -> tuple[int, dict]:
+    """POST a JSON object; (status, decoded JSON answer), 4xx and 5xx included."""
+    import json
+    import urllib.error
+
+    req = urllib.request.Request(
+        base + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def model_input(ckpt, data_url: str):
+    """The normalised input (1, C, H, W) a model saw, from the PNG data URL of the uint8 image
+    the server says it prepared (its "input" or "input_image")."""
+    import base64
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from cnnlab.evaluate import normaliser
+
+    raw = base64.b64decode(data_url.split(",", 1)[1])
+    a = np.array(Image.open(io.BytesIO(raw)))
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return normaliser(ckpt)(torch.from_numpy(np.ascontiguousarray(a))[None])

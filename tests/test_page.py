@@ -55,16 +55,36 @@ def test_draw_a_one_and_see_the_network_work(mnist_run):
         for i in range(1, 21):
             page.mouse.move(x, box["y"] + 50 + i * 9)
         page.mouse.up()
+        # a slow stroke is also sent while drawing: wait for the network of the whole stroke
+        page.wait_for_function(
+            "() => window.cnnlab.shown === document.getElementById('pad').toDataURL('image/png')"
+        )
         page.wait_for_selector("#bars .bar.top")
-        page.wait_for_selector("#layers .maps img")
+        page.wait_for_selector("#network .map img")
         assert page.locator("#bars .bar").count() == 10
         assert page.get_attribute("#bars .bar.top", "data-cls") == "1"
-        assert page.locator("#layers .layer").count() == 3  # conv1, relu1, pool1
-        assert page.locator("#layers .layer").first.locator("img").count() == 8
+        layers = page.eval_on_selector_all(
+            "#network .layer", "els => els.map(e => e.dataset.layer)"
+        )
+        assert layers == [
+            "conv1",
+            "relu1",
+            "pool1",
+            "dense1",
+            "relu2",
+            "dense2",
+            "relu3",
+            "dense3",
+            "@softmax",
+        ]
+        assert page.locator("#network .layer").first.locator(".map img").count() == 8
+        assert page.locator("#network .layer").nth(3).locator(".unit").count() == 32  # of 200
         assert page.get_attribute("#seen", "src").startswith("data:image/png")
-        page.locator("#layers .maps img").nth(2).click()
+        page.locator("#network .map").nth(2).click()
         page.wait_for_selector("#detail .overlay img.heat")
         assert "kernel 2 of conv1" in page.inner_text("#detail")
+        page.wait_for_selector("#unit .channel-row")
+        assert page.get_attribute("#unit", "data-layer") == "conv1"
         page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
         browser.close()
     assert not errors, errors
@@ -113,18 +133,27 @@ def test_class_names_show_as_text_never_as_markup(hostile_run):
         page.mouse.move(box["x"] + 200, box["y"] + 200, steps=10)
         page.mouse.up()
         page.wait_for_selector("#bars .bar.top")
-        page.wait_for_selector("#layers .maps img")
+        page.wait_for_selector("#network .map img")
         shown = page.eval_on_selector_all("#bars .label", "els => els.map(e => e.textContent)")
         rendered = page.eval_on_selector_all("#bars .label", "els => els.map(e => e.innerText)")
         cls = page.eval_on_selector_all("#bars .bar", "els => els.map(e => e.dataset.cls)")
         assert sorted(shown) == sorted(rendered) == sorted(cls) == sorted(HOSTILE_CLASSES)
-        page.locator("#layers .maps img").first.click()
+        outputs = "#network .softmax .unit .idx"
+        in_network = page.eval_on_selector_all(outputs, "els => els.map(e => e.textContent)")
+        assert in_network == HOSTILE_CLASSES
+        page.locator("#network .map").first.click()
         page.wait_for_selector("#detail .overlay img.heat")
         said = page.inner_text("#detail")
         assert any(f"Saliency of class {name} (SmoothGrad)" in said for name in HOSTILE_CLASSES)
+        page.locator("#network .softmax .unit").first.click()
+        page.wait_for_selector("#unit table.contrib .label")
+        in_unit = page.eval_on_selector_all("#unit .label", "els => els.map(e => e.textContent)")
+        assert in_unit == HOSTILE_CLASSES
+        assert HOSTILE_CLASSES[0] in page.inner_text("#unit .unit-title")
         assert (
             page.locator(
-                "#bars img, #bars b, #detail b, #detail img:not(.kernel):not(.overlay img)"
+                "#bars img, #bars b, #detail b, #detail img:not(.kernel):not(.overlay img), "
+                "#network b, #unit b, #network .unit img, #unit table img"
             ).count()
             == 0
         )

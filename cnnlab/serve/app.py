@@ -4,8 +4,12 @@ GET  /                 the page (plain HTML/CSS/JS from the package; works offli
 GET  /healthz          liveness
 GET  /api/model        summary, class names, input shape, first-layer kernels
 POST /api/predict      image -> top-k probabilities and the prepared input the model saw
-POST /api/activations  image -> every spatial layer's feature maps
+POST /api/activations  image -> every spatial layer's feature maps ("layers"), and every layer
+                       in order with its sparsity and strongest units ("network")
 POST /api/inspect      image + layer + channel -> that channel's kernel and a saliency map
+POST /api/unit         image + layer + unit (index, or channel/y/x) -> the numbers that make
+                       that unit's value (cnnlab.inspect.units), with the maps it reads
+POST /api/inside       image + block layer -> the outputs of the modules inside the block
 
 An image arrives as multipart form data (field "image" or "file"), as raw bytes with an
 image/* content type, or as JSON {"image": "data:image/png;base64,..."}. Every failure is
@@ -47,8 +51,9 @@ from cnnlab.checkpoint import Checkpoint
 from cnnlab.data.images import png_data_url
 from cnnlab.data.prepare import for_model
 from cnnlab.evaluate import normaliser, top_k
-from cnnlab.inspect.maps import conv_layers, feature_maps, kernels, producing_conv
+from cnnlab.inspect.maps import conv_layers, evaluating, kernels, producing_conv
 from cnnlab.inspect.saliency import saliency
+from cnnlab.inspect.units import SOFTMAX, explain_unit, trace_block
 from cnnlab.serve.limits import (
     MAX_BODY,
     MAX_PIXELS,
@@ -61,6 +66,10 @@ from cnnlab.summary import summarize
 
 STATIC = Path(__file__).parent / "static"
 MAX_MAPS = 64  # channels returned per layer
+MAX_UNITS = 32  # units of a layer without maps returned for the network view (the strongest)
+MAX_INSIDE = 48  # inner modules of a block returned by /api/inside
+INSIDE_MAPS = 8  # channels returned per inner module
+BLOCKS = ("residual", "inception", "dense_block", "transition")
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # what a browser sends; no other decoder runs
 STRIP_PIXELS = 1 << 20  # uploads are converted and shrunk this many pixels at a time
 log = logging.getLogger("uvicorn.error")
@@ -75,6 +84,17 @@ class HTTPError(Exception):
 def one_line(text: object, limit: int = 200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_rows(a: np.ndarray) -> np.ndarray:
+    """A map to draw: (H, W) as it is, a 1-D map (L,) as one row."""
+    return a[None] if a.ndim == 1 else a
+
+
+def strongest(a: np.ndarray, count: int) -> list[dict]:
+    """The `count` units of largest magnitude, in index order: [{"index", "value"}]."""
+    keep = np.sort(np.argsort(-np.abs(a), kind="stable")[:count])
+    return [{"index": int(i), "value": float(a[i])} for i in keep]
 
 
 def png_url(a: np.ndarray, signed: bool = False) -> str:
@@ -299,15 +319,32 @@ class Service:
         }
 
     def activations(self, data: bytes) -> dict:
+        """Every layer for the network view: maps of the 2-D layers in "layers" (as before),
+        and in "network" each layer in order with its sparsity and range, the strongest
+        units of a layer without maps, and 1-D layers' maps as rows."""
         prepared, x = self.prepare(data)
-        layers = []
-        for name, maps in feature_maps(self.model, x).items():
-            layers.append({
-                "name": name, "kind": self.model.kinds[name], "shape": list(maps.shape),
-                "maps": [png_url(m) for m in maps[:MAX_MAPS]],
-                "kernel_layer": producing_conv(self.model, name),
-            })  # fmt: skip
-        return {"input": png_data_url(prepared), "layers": layers}
+        with evaluating(self.model), torch.no_grad():
+            feats = self.model.features(x)
+        layers, network = [], []
+        for name, t in feats.items():
+            a = t[0].float().numpy()
+            entry = {"name": name, "kind": self.model.kinds[name], "shape": list(a.shape),
+                     "sparsity": float((a == 0).mean()), "min": float(a.min()), "max": float(a.max()),
+                     "block": self.model.kinds[name] in BLOCKS}  # fmt: skip
+            if a.ndim == 3:
+                layers.append(entry | {
+                    "maps": [png_url(m) for m in a[:MAX_MAPS]],
+                    "kernel_layer": producing_conv(self.model, name),
+                })  # fmt: skip
+            elif a.ndim == 2:
+                entry["maps"] = [png_url(m[None]) for m in a[:MAX_MAPS]]
+            else:
+                entry["units"] = strongest(a, MAX_UNITS)
+            network.append(entry)
+        logits = feats[next(reversed(feats))][0].double()
+        return {"input": png_data_url(prepared), "layers": layers, "network": network,
+                "output": {"logits": logits.tolist(),
+                           "probabilities": torch.softmax(logits, 0).tolist()}}  # fmt: skip
 
     def check_layer(self, layer: str, channel: int) -> None:
         if layer not in self.model.shapes:
@@ -334,6 +371,67 @@ class Service:
             "input": png_data_url(prepared),
         }
 
+    def unit_position(self, layer: str, fields: dict) -> int | tuple[int, ...]:
+        """The unit a request names: "index" (flat), or "channel" with "y" and "x"."""
+        if layer != SOFTMAX and layer not in self.model.shapes:
+            names = ", ".join([*self.model.shapes, SOFTMAX])
+            raise HTTPError(400, f"no layer {one_line(repr(layer), 60)}; layers: {names}")
+        shape = (len(self.ckpt.classes),) if layer == SOFTMAX else self.model.shapes[layer]
+        if "index" in fields:
+            return int_field(fields, "index", 0, 0, math.prod(shape) - 1)
+        names = ("channel", "y", "x")[: len(shape)] if len(shape) != 2 else ("channel", "x")
+        return tuple(int_field(fields, k, 0, 0, n - 1) for k, n in zip(names, shape, strict=True))
+
+    def unit(self, data: bytes, layer: str, index: int | tuple[int, ...]) -> dict:
+        prepared, x = self.prepare(data)
+        out = explain_unit(self.model, x, layer, index)
+        out["input_image"] = png_data_url(prepared)
+        if layer == SOFTMAX:
+            out["classes"] = self.ckpt.classes
+            return out
+        with evaluating(self.model), torch.no_grad():
+            feats = self.model.features(x, upto=layer)
+        names = list(feats)
+        here = feats[layer][0].float().numpy()
+        if here.ndim >= 2:
+            out["map"] = png_url(as_rows(here[out["position"][0]]))
+        before = x[0] if len(names) == 1 else feats[names[-2]][0]
+        channels = [c["channel"] for c in out.get("channels", [])]
+        if out["rule"] == "pool" and "inner" not in out:
+            channels = [out["channel"]]
+        out["previous_maps"] = {
+            str(c): png_url(as_rows(before[c].float().numpy())) for c in channels
+        }
+        return out
+
+    def inside(self, data: bytes, layer: str) -> dict:
+        _, x = self.prepare(data)
+        names = list(self.model.shapes)
+        at = names.index(layer)
+        with evaluating(self.model), torch.no_grad():
+            inp = x if at == 0 else self.model.features(x, upto=names[at - 1])[names[at - 1]]
+            steps = trace_block(getattr(self.model, layer), inp)
+        modules = []
+        for name, module, t in steps[:MAX_INSIDE]:
+            a = t[0].float().numpy()
+            entry = {"name": name, "type": type(module).__name__, "shape": list(a.shape),
+                     "sparsity": float((a == 0).mean())}  # fmt: skip
+            if a.ndim >= 2:
+                entry["maps"] = [png_url(as_rows(m)) for m in a[:INSIDE_MAPS]]
+            else:
+                entry["units"] = strongest(a, MAX_UNITS)
+            modules.append(entry)
+        return {"layer": layer, "modules": modules, "count": len(steps)}
+
+    def check_block(self, layer: str) -> None:
+        blocks = [n for n, m in self.model.named_children() if len(list(m.children()))]
+        if layer not in blocks:
+            raise HTTPError(
+                400,
+                f"no block {one_line(repr(layer), 60)}; layers with modules inside: "
+                f"{', '.join(blocks) or 'none'}",
+            )
+
     def model_info(self) -> dict:
         first = conv_layers(self.model)[:1]
         kern = (
@@ -346,7 +444,8 @@ class Service:
         )
         return {"name": self.model.spec["name"], "classes": self.ckpt.classes, "input_shape": self.ckpt.meta["input_shape"],
                 "preprocess": self.ckpt.meta.get("preprocess"), "summary": self.summary,
-                "first_layer": first[0] if first else None, "kernels": kern}  # fmt: skip
+                "first_layer": first[0] if first else None, "kernels": kern,
+                "softmax_layer": SOFTMAX}  # fmt: skip
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -408,6 +507,18 @@ def create_app(
         cls = None if cls in (None, "") else int_field(fields, "class", 0, 0, len(ckpt.classes) - 1)
         return await service.run(service.inspect, data, layer, channel, cls)
 
+    async def unit(request: Request):
+        data, fields = await image_and_fields(request, max_body)
+        layer = str_field(fields, "layer")
+        index = service.unit_position(layer, fields)
+        return await service.run(service.unit, data, layer, index)
+
+    async def inside(request: Request):
+        data, fields = await image_and_fields(request, max_body)
+        layer = str_field(fields, "layer")
+        service.check_block(layer)
+        return await service.run(service.inside, data, layer)
+
     async def model(request: Request):
         return service.model_info()
 
@@ -424,6 +535,8 @@ def create_app(
         Route("/api/predict", handler(predict), methods=["POST"]),
         Route("/api/activations", handler(activations), methods=["POST"]),
         Route("/api/inspect", handler(inspect), methods=["POST"]),
+        Route("/api/unit", handler(unit), methods=["POST"]),
+        Route("/api/inside", handler(inside), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
     handlers = {HTTPException: http_exception, Exception: unexpected}

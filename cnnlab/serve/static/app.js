@@ -1,13 +1,18 @@
-// The cnnlab page: draw or drop an image, see the prediction and every layer's feature maps.
-"use strict";
-const $ = (id) => document.getElementById(id);
+// The cnnlab page: draw or drop an image, see the prediction, every layer of the network,
+// and the arithmetic of any unit with the model's own numbers.
+import { $, api, el } from "./dom.js";
+import { markSelected, renderNetwork, sparsityLine, toggleInside, wireNetwork } from "./network.js";
+import { renderUnit } from "./unit.js";
+
 const pad = $("pad");
 const ctx = pad.getContext("2d");
-let model = null;
+// What the page shows now; window.cnnlab lets the page's tests read it.
+const state = { model: null, image: null, acts: null, selected: null, shapes: {}, unitAsked: 0, inspected: null };
+window.cnnlab = state;
 let drawing = false;
 let last = null;
 let pending = null;
-let currentImage = null;  // data URL of what was last sent
+let unitTimer = null;
 
 function clearPad() {
   ctx.fillStyle = "#fff";
@@ -16,26 +21,9 @@ function clearPad() {
 
 function showError(message) { $("error").textContent = message || ""; }
 
-// Every piece of data (class names, layer names, messages) goes in as text, never as markup.
-function el(tag, className = "", text = null) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== null) node.textContent = text;
-  return node;
-}
-
-async function api(path, body) {
-  const res = await fetch(path, body === undefined ? {} : {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-  });
-  const data = await res.json();
-  if (!res.ok) throw new Error(data.error || res.statusText);
-  return data;
-}
-
 function strokeWidth() {
   // about 2.5 input pixels wide, as MNIST's pen strokes are on a 28x28 grid
-  const side = model ? model.input_shape[1] : 28;
+  const side = state.model ? state.model.input_shape[1] : 28;
   return Math.max(4, Math.round((pad.width / side) * 2.5));
 }
 
@@ -60,9 +48,14 @@ const stop = () => { if (drawing) { drawing = false; schedule(0); } };
 pad.addEventListener("pointerup", stop);
 pad.addEventListener("pointercancel", stop);
 
+const UNIT_HINT = "Click any unit in the network (or Tab to a layer, move with the arrow keys, press Enter) to see how its value is computed.";
+
 $("clear").addEventListener("click", () => {
-  clearPad(); $("bars").replaceChildren(); $("layers").replaceChildren(); $("seen").removeAttribute("src");
+  clearPad(); $("bars").replaceChildren(); $("network").replaceChildren(); $("seen").removeAttribute("src");
+  $("sparsity").textContent = "";
   $("detail").replaceChildren(el("p", "hint", "Click a feature map to see its kernel and the saliency of the input."));
+  $("unit").replaceChildren(el("p", "hint", UNIT_HINT));
+  state.image = null; state.selected = null; state.inspected = null;
 });
 
 function loadFile(file) {
@@ -90,17 +83,23 @@ function schedule(delay) {
 }
 
 async function send(dataUrl) {
-  currentImage = dataUrl;
+  state.image = dataUrl;
   try {
     const [pred, acts] = await Promise.all([
-      api("/api/predict", { image: dataUrl, top_k: model ? model.classes.length : 10 }),
+      api("/api/predict", { image: dataUrl, top_k: state.model ? state.model.classes.length : 10 }),
       api("/api/activations", { image: dataUrl }),
     ]);
-    if (dataUrl !== currentImage) return;  // a newer stroke is on its way
+    if (dataUrl !== state.image) return;  // a newer stroke is on its way
     showError("");
+    state.acts = acts;
+    for (const l of acts.network) state.shapes[l.name] = l.shape;
     renderBars(pred.top);
     $("seen").src = pred.input;
-    renderLayers(acts.layers);
+    renderNetwork($("network"), acts, state.model);
+    state.shown = dataUrl;  // the image the network view shows
+    $("sparsity").textContent = `Zeros (exactly 0) by layer: ${sparsityLine(acts)}`;
+    if (markSelected($("network"), state.selected)) explain(state.selected, 0, false);
+    refreshAttribution();
   } catch (err) { showError(err.message); }
 }
 
@@ -108,8 +107,7 @@ function renderBars(top) {
   const bars = $("bars");
   bars.replaceChildren();
   top.forEach((t, i) => {
-    const row = document.createElement("div");
-    row.className = "bar" + (i === 0 ? " top" : "");
+    const row = el("div", "bar" + (i === 0 ? " top" : ""));
     row.setAttribute("role", "listitem");
     row.dataset.cls = t.class;
     const fill = el("div", "fill");
@@ -121,69 +119,97 @@ function renderBars(top) {
   });
 }
 
-function renderLayers(layers) {
-  const root = $("layers");
-  root.replaceChildren();
-  for (const layer of layers) {
-    const box = document.createElement("div");
-    box.className = "layer";
-    const title = document.createElement("h3");
-    const more = layer.shape[0] > layer.maps.length ? ` (first ${layer.maps.length} shown)` : "";
-    title.textContent = `${layer.name} - ${layer.kind} - ${layer.shape.join("x")}${more}`;
-    const maps = document.createElement("div");
-    maps.className = "maps";
-    layer.maps.forEach((src, channel) => {
-      const img = document.createElement("img");
-      img.src = src; img.alt = `${layer.name} channel ${channel}`; img.title = `${layer.name} channel ${channel}`;
-      img.addEventListener("click", () => inspect(layer.name, channel, img));
-      maps.appendChild(img);
-    });
-    box.append(title, maps);
-    root.appendChild(box);
-  }
+// Ask for a unit's arithmetic; the last one asked is the one shown.
+// `reveal`: scroll to the answer if it is out of sight (a click or Enter, not a new stroke).
+function explain(unit, delay, reveal = delay === 0) {
+  state.selected = unit;
+  clearTimeout(unitTimer);
+  unitTimer = setTimeout(async () => {
+    const asked = ++state.unitAsked;
+    try {
+      const d = await api("/api/unit", { image: state.image, ...unit });
+      if (asked !== state.unitAsked) return;
+      showError("");
+      state.unit = d;
+      renderUnit($("unit"), d, state);
+      const panel = $("unit-panel");
+      if (reveal && panel.getBoundingClientRect().top > window.innerHeight - 60) panel.scrollIntoView();
+      if (unit.channel !== undefined) inspect(unit.layer, unit.channel);
+      refreshAttribution();
+    } catch (err) { showError(err.message); }
+  }, delay);
 }
 
-async function inspect(layer, channel, img) {
-  document.querySelectorAll(".maps img.selected").forEach((el) => el.classList.remove("selected"));
-  img.classList.add("selected");
+// The kernel of a map's channel and the saliency of the input (once per layer and channel).
+async function inspect(layer, channel) {
+  const key = `${state.image}|${layer}|${channel}`;
+  if (state.inspected === key) return;
+  state.inspected = key;
   try {
-    const d = await api("/api/inspect", { image: currentImage, layer, channel });
+    const d = await api("/api/inspect", { image: state.image, layer, channel });
     const box = $("detail");
     box.replaceChildren();
-    const head = document.createElement("p");
-    head.textContent = d.kernel_layer
+    box.appendChild(el("p", "", d.kernel_layer
       ? `${layer} channel ${channel} comes from kernel ${channel} of ${d.kernel_layer}:`
-      : `${layer} channel ${channel} is not the output of one kernel.`;
-    box.appendChild(head);
+      : `${layer} channel ${channel} is not the output of one kernel.`));
     for (const src of d.kernel || []) {
-      const k = document.createElement("img"); k.src = src; k.alt = "kernel"; k.className = "kernel"; box.appendChild(k);
+      const k = el("img", "kernel"); k.src = src; k.alt = "kernel"; box.appendChild(k);
     }
-    const sal = document.createElement("p");
-    sal.textContent = `Saliency of class ${d.class} (SmoothGrad) over the input:`;
-    const overlay = el("span", "overlay");
-    const input = el("img");
-    input.src = d.input; input.alt = "input";
-    const heat = el("img", "heat");
-    heat.src = d.saliency; heat.alt = "saliency";
-    overlay.append(input, heat);
-    box.append(sal, overlay);
+    box.appendChild(el("p", "", `Saliency of class ${d.class} (SmoothGrad) over the input:`));
+    box.appendChild(overlay(d.input, d.saliency, "saliency"));
+  } catch (err) { showError(err.message); }
+}
+
+function overlay(input, heatSrc, alt) {
+  const span = el("span", "overlay");
+  const base = el("img"); base.src = input; base.alt = "input";
+  const heat = el("img", "heat"); heat.src = heatSrc; heat.alt = alt;
+  span.append(base, heat);
+  return span;
+}
+
+// ---- Attribution methods (POST /api/attribute). The picker appears when /api/model lists
+// "attribution_methods"; the class is the selected softmax unit's (else the prediction's),
+// and Grad-CAM's layer the selected unit's layer when it has maps.
+function setupAttribution() {
+  const methods = state.model.attribution_methods;
+  if (!Array.isArray(methods) || !methods.length) return;
+  const select = $("attr-method");
+  for (const m of methods) { const o = el("option", "", m); o.value = m; select.appendChild(o); }
+  select.addEventListener("change", refreshAttribution);
+  $("attribution").hidden = false;
+}
+
+async function refreshAttribution() {
+  if ($("attribution").hidden || !state.image) return;
+  const body = { image: state.image, method: $("attr-method").value };
+  const sel = state.selected;
+  if (sel && sel.layer === state.model.softmax_layer) body.class = sel.index;
+  if (body.method === "gradcam" && sel && sel.channel !== undefined) body.layer = sel.layer;
+  const asked = (state.attributionAsked = (state.attributionAsked || 0) + 1);
+  try {
+    const d = await api("/api/attribute", body);
+    if (asked !== state.attributionAsked) return;
+    const box = $("attr-result");
+    box.replaceChildren(el("p", "", `${d.method} for class ${d.class}:`), overlay(state.acts ? state.acts.input : $("seen").src, d.map, d.method));
   } catch (err) { showError(err.message); }
 }
 
 async function init() {
   clearPad();
   try {
-    model = await api("/api/model");
+    state.model = await api("/api/model");
   } catch (err) { showError(err.message); return; }
+  const model = state.model;
+  state.shapes.input = model.input_shape;
   $("model-name").textContent = model.name;
   $("model-line").textContent =
     `input ${model.input_shape.join("x")}, ${model.classes.length} classes, ` +
     `${model.summary.totals.params.toLocaleString()} parameters`;
   const kernels = $("first-kernels");
   if (model.first_layer) {
-    const h = document.createElement("h3"); h.textContent = `first-layer kernels (${model.first_layer})`;
-    kernels.appendChild(h);
-    for (const src of model.kernels) { const k = document.createElement("img"); k.src = src; k.alt = "kernel"; kernels.appendChild(k); }
+    kernels.appendChild(el("h3", "", `first-layer kernels (${model.first_layer})`));
+    for (const src of model.kernels) { const k = el("img"); k.src = src; k.alt = "kernel"; kernels.appendChild(k); }
   }
   const table = $("summary");
   const row = (cell, values) => {
@@ -193,5 +219,8 @@ async function init() {
   };
   row("th", ["layer", "output", "params"]);
   for (const l of model.summary.layers) row("td", [l.layer, l.output.join("x"), l.params.toLocaleString()]);
+  $("unit").replaceChildren(el("p", "hint", UNIT_HINT));
+  wireNetwork($("network"), explain, (col, toggle) => toggleInside(col, toggle, state.image).catch((err) => showError(err.message)));
+  setupAttribution();
 }
 init();
