@@ -16,6 +16,7 @@ import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -102,8 +103,20 @@ def png(size=(12, 12), mode="L") -> bytes:
 
 def image_bytes(fmt: str, size=(12, 12), mode="L") -> bytes:
     buf = io.BytesIO()
-    Image.new(mode, size, 128).save(buf, format=fmt)
+    options = {"compression": "tiff_adobe_deflate"} if fmt == "TIFF" else {}
+    Image.new(mode, size, 128).save(buf, format=fmt, **options)
     return buf.getvalue()
+
+
+def nan_tiff() -> bytes:
+    a = np.full((12, 12), 0.5, np.float32)
+    a[3, 3] = np.nan
+    buf = io.BytesIO()
+    Image.fromarray(a, "F").save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+NAN_TIFF = nan_tiff()
 
 
 def data_url(data: bytes) -> str:
@@ -195,8 +208,8 @@ HOSTILE = [
     ("truncated PNG", http("POST", "/api/predict", NOISE_PNG.getvalue()[:2000], "image/png"), 400, "corrupt or truncated"),
     ("truncated JPEG", http("POST", "/api/predict", JPEG[: len(JPEG) // 2], "image/jpeg"), 400, "corrupt or truncated"),
     ("GIF header only", http("POST", "/api/predict", image_bytes("GIF")[:13], "image/gif"), 400, "image"),
-    ("TIFF (not accepted)", http("POST", "/api/predict", image_bytes("TIFF"), "image/tiff"), 400, "accepted format"),
-    ("PPM (not accepted)", http("POST", "/api/predict", image_bytes("PPM"), "image/x-portable-pixmap"), 400, "accepted format"),
+    ("float TIFF with a NaN pixel", http("POST", "/api/predict", NAN_TIFF, "image/tiff"), 400, "NaN or infinity"),
+    ("16-bit TIFF over its share of the cap", http("POST", "/api/predict", image_bytes("TIFF", (600, 600), "I;16"), "image/tiff"), 413, "for I;16 pixels"),
     ("ICO (not accepted)", http("POST", "/api/predict", image_bytes("ICO", (16, 16)), "image/x-icon"), 400, "accepted format"),
     ("pixel bomb PNG", http("POST", "/api/predict", BIG_PNG, "image/png"), 413, "over the cap of 1000000"),
     ("WebP over its share of the cap", http("POST", "/api/predict", image_bytes("WEBP", (600, 600)), "image/webp"), 413, "over the cap of 250000 for WebP"),
@@ -229,13 +242,28 @@ def test_multipart_is_refused_at_the_cap_while_it_still_arrives(server):
     assert got == 413 and "over the limit" in out["error"]
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM"])
 def test_every_accepted_format_is_predicted(server, fmt):
     base, _ = server
     status, out = exchange(
         base, http("POST", "/api/predict", image_bytes(fmt, (40, 30), "RGB"), "image/x")
     )
     assert status == 200 and out["input_shape"] == [1, 12, 12], out
+
+
+def test_a_16_bit_upload_is_scaled_not_clipped(server):
+    """The same picture at 8 and at 16 bits is seen alike: 16-bit values are scaled to 8."""
+    base, _ = server
+    gray = np.zeros((12, 12), np.uint8)
+    gray[7:11, 7:11] = 200
+    eight, sixteen = io.BytesIO(), io.BytesIO()
+    Image.fromarray(gray).save(eight, format="PNG")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(sixteen, format="TIFF")
+    answers = [
+        exchange(base, http("POST", "/api/predict", b.getvalue(), "image/x"))[1]
+        for b in (eight, sixteen)
+    ]
+    assert answers[0]["input"] == answers[1]["input"] and answers[0]["top"] == answers[1]["top"]
 
 
 def _seen(out: dict):

@@ -48,8 +48,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cnnlab.checkpoint import Checkpoint
-from cnnlab.data.images import png_data_url
+from cnnlab.data.images import FORMATS, KEPT_MODES, SIXTEEN_BIT, eight_bit, png_data_url
 from cnnlab.data.prepare import for_model
+from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import normaliser, top_k
 from cnnlab.inspect.maps import conv_layers, evaluating, kernels, producing_conv
 from cnnlab.inspect.saliency import saliency
@@ -70,7 +71,6 @@ MAX_UNITS = 32  # units of a layer without maps returned for the network view (t
 MAX_INSIDE = 48  # inner modules of a block returned by /api/inside
 INSIDE_MAPS = 8  # channels returned per inner module
 BLOCKS = ("residual", "inception", "dense_block", "transition")
-FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # what a browser sends; no other decoder runs
 STRIP_PIXELS = 1 << 20  # uploads are converted and shrunk this many pixels at a time
 log = logging.getLogger("uvicorn.error")
 
@@ -258,10 +258,11 @@ def open_upload(data: bytes, max_pixels: int, side: int, mode: str) -> Image.Ima
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=FORMATS)
             w, h = img.size
-            webp = img.format == "WEBP"
-            cap = max_pixels // WEBP_COST if webp else max_pixels
+            webp, deep = img.format == "WEBP", img.mode in SIXTEEN_BIT | {"I", "F"}
+            cap = max_pixels // WEBP_COST if webp or deep else max_pixels
             if w * h > cap:
-                why = f" for WebP ({WEBP_COST}x the memory of other formats)" if webp else ""
+                kind = "WebP" if webp else f"{img.mode} pixels"
+                why = f" for {kind} ({WEBP_COST}x the memory of others)" if webp or deep else ""
                 raise HTTPError(
                     413, f"upload: {w}x{h} = {w * h} pixels is over the cap of {cap}{why}"
                 )
@@ -269,7 +270,11 @@ def open_upload(data: bytes, max_pixels: int, side: int, mode: str) -> Image.Ima
             if img.format == "JPEG" and factor > 1:
                 img.draft(mode, (math.ceil(w / factor), math.ceil(h / factor)))
             img.load()
+            if img.mode not in KEPT_MODES:  # 16-bit, float, CMYK, LAB...: as every other path
+                img = eight_bit(img, "upload")
             return _shrink(img, mode, math.ceil(max(img.size) / side))
+    except CnnlabError as e:  # pixels eight_bit cannot bring to 8 bits
+        raise HTTPError(400, str(e)) from None
     except UnidentifiedImageError:
         raise HTTPError(
             400, f"upload: not an image in an accepted format ({', '.join(FORMATS)})"

@@ -15,7 +15,8 @@ MAX_BODY = 2 * 1024 * 1024
 MAX_PIXELS = 12_000_000
 
 # WebP decodes at about 16 bytes a pixel (libwebp's canvases and Pillow's copy of the
-# frame), four times a PNG: a WebP upload may have MAX_PIXELS / WEBP_COST pixels.
+# frame), four times a PNG: a WebP upload may have MAX_PIXELS / WEBP_COST pixels. So may a
+# 16-bit or float image (TIFF, PNG): its pixels are scaled to 8 bits in a full-size copy.
 WEBP_COST = 4
 
 # Requests decoded and run through the model at the same time; the rest wait their turn.
