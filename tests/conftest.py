@@ -71,3 +71,15 @@ def tiny(tmp_path) -> tuple[Path, Path]:
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
     return make_tiny_idx(tmp_path / "data"), spec
+
+
+@pytest.fixture(scope="session")
+def mnist_run(tmp_path_factory, mnist_root) -> Path:
+    """One run of the one-convolution MNIST net, one epoch on all
+    60k images, shared by every test that needs a model trained on real digits."""
+    from cnnlab.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("mnist") / "run"
+    recipe = {"epochs": 1, "optimizer": "adam", "lr": 2e-3, "augment": "none", "val_split": 0.0}
+    train(TrainConfig(model="mnist-1conv", label_smoothing=0.0, out=str(out), **recipe))
+    return out

@@ -13,23 +13,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
-def mnist_run(tmp_path_factory, mnist_root):
-    out = tmp_path_factory.mktemp("page") / "run"
-    train(
-        TrainConfig(
-            model="mnist-1conv",
-            epochs=1,
-            optimizer="adam",
-            lr=2e-3,
-            augment="none",
-            val_split=0.0,
-            out=str(out),
-        )
-    )
-    return out
-
-
 def test_draw_a_one_and_see_the_network_work(mnist_run):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
