@@ -75,6 +75,33 @@ def inspect_deconv(run, image, layer, channel, out):
     said(deconv_figure(load_run(run), image, _out(out, run, f"deconv-{layer}.png"), layer, channel))
 
 
+METHOD_NAMES = (
+    "saliency",
+    "smoothgrad",
+    "integrated-gradients",
+    "guided-backprop",
+    "deconvolution",
+    "gradcam",
+    "occlusion",
+)  # fmt: skip  (cnnlab.inspect.attribute.METHODS, named here so that --help needs no torch)
+
+
+@inspect_group.command("attribute")
+@click.argument("run")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--method", "methods", multiple=True, type=click.Choice(METHOD_NAMES),
+              help="Attribution method (repeatable) [default: all].")  # fmt: skip
+@click.option("--class", "cls", type=int, help="Class index [default: the predicted one].")
+@click.option("--layer", help="Grad-CAM's layer [default: the last convolutional stage].")
+@OUT
+def inspect_attribute(run, image, methods, cls, layer, out):
+    """Which pixels a class score depends on, by each method, beside the input and over it."""
+    from cnnlab.inspect.figures import attribution_figure
+
+    path = _out(out, run, "attribute.png")
+    said(attribution_figure(load_run(run), image, path, list(methods) or None, cls, layer))
+
+
 @inspect_group.command("maximize")
 @click.argument("run")
 @click.option("--layer", help="Layer of the channel to excite.")

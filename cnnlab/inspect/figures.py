@@ -14,6 +14,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import normaliser, prepare_image, top_k
 from cnnlab.infer import fit_images
 from cnnlab.inspect import draw
+from cnnlab.inspect.attribute import SIGNED, applicable, attribute, check_method
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import conv_layers, feature_maps, kernels
 from cnnlab.inspect.neighbors import neighbours
@@ -83,10 +84,7 @@ def activations_figure(ckpt: Checkpoint, image: str, out: Path) -> list[Path]:
 
 def saliency_figure(ckpt: Checkpoint, image: str, out: Path, cls: int | None, smooth: int) -> Path:
     prepared, x = load_input(ckpt, image)
-    if cls is not None and not 0 <= cls < len(ckpt.classes):
-        raise CnnlabError(
-            f"--class {cls} is out of range (0..{len(ckpt.classes) - 1}: {', '.join(ckpt.classes)})"
-        )
+    check_class(ckpt, cls)
     sal, used = saliency(ckpt.model, x, cls, smooth)
     method = f"SmoothGrad x{smooth}" if smooth else "plain"
     return draw.side_by_side(
@@ -151,3 +149,87 @@ def neighbors_figure(ckpt: Checkpoint, image: str, data: str, out: Path, k: int)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(out)
+
+
+# ---------------------------------------------------------------- attribution
+def check_class(ckpt: Checkpoint, cls: int | None) -> None:
+    if cls is not None and not 0 <= cls < len(ckpt.classes):
+        raise CnnlabError(
+            f"--class {cls} is out of range (0..{len(ckpt.classes) - 1}: {', '.join(ckpt.classes)})"
+        )
+
+
+def black(ckpt: Checkpoint, x: torch.Tensor) -> torch.Tensor:
+    """The all-black image in the model's normalised input: the baseline that means 'no ink'."""
+    return normaliser(ckpt)(torch.zeros(x.shape, dtype=torch.uint8))
+
+
+def attributions(ckpt: Checkpoint, x: torch.Tensor, methods: list[str], cls: int | None = None,
+                 layer: str | None = None) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
+    """Each method's map for one normalised input, all for the same class (default: predicted).
+    Integrated gradients and occlusion start from (and blank to) the black image."""
+    for method in methods:
+        check_method(method)
+    check_class(ckpt, cls)
+    maps = {}
+    for method in methods:
+        options = {"baseline": black(ckpt, x)} if method in ("integrated-gradients", "occlusion") else {}  # fmt: skip
+        maps[method], cls = attribute(ckpt.model, x, method, cls, layer, **options)
+    return maps, cls
+
+
+def _attribution_row(
+    axes, image: np.ndarray, maps: dict[str, np.ndarray], label: str, overlay: bool
+):
+    draw.show(axes[0], image, "gray", title=label)
+    for ax, (method, amap) in zip(axes[1:], maps.items(), strict=True):
+        signed = method in SIGNED
+        lim = max(float(np.abs(amap).max()), 1e-12)
+        cmap = draw.SIGNED if signed else draw.ACTIVATION
+        if overlay:
+            draw.show(ax, image, "gray", title=method)
+            ax.imshow(
+                amap,
+                cmap=cmap,
+                alpha=0.6,
+                vmin=-lim if signed else 0,
+                vmax=lim,
+                interpolation="bilinear",
+            )
+        else:
+            draw.show(ax, amap, cmap, signed=signed, title=method)
+
+
+def draw_attributions(rows: list[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: str | os.PathLike,
+                      title: str, maps_too: bool) -> Path:  # fmt: skip
+    """One row per image: the input, then each method's map over it (with maps_too, a row of the
+    bare maps above each row of overlays)."""
+    import matplotlib.pyplot as plt
+
+    per = 2 if maps_too else 1
+    cols = 1 + len(rows[0][2])
+    fig, axes = plt.subplots(per * len(rows), cols, figsize=(1.75 * cols + 0.4, 1.95 * per * len(rows) + 0.5), squeeze=False)  # fmt: skip
+    for n, (label, image, maps) in enumerate(rows):
+        if maps_too:
+            _attribution_row(axes[per * n], image, maps, label, overlay=False)
+            _attribution_row(axes[per * n + 1], image, maps, "", overlay=True)
+            axes[per * n + 1][0].set_visible(False)
+        else:
+            _attribution_row(axes[n], image, maps, label, overlay=True)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def attribution_figure(ckpt: Checkpoint, image: str, out: Path, methods: list[str] | None = None,
+                       cls: int | None = None, layer: str | None = None) -> Path:  # fmt: skip
+    prepared, x = load_input(ckpt, image)
+    maps, used = attributions(ckpt, x, methods or applicable(ckpt.model), cls, layer)
+    pred = top_k(ckpt, prepared, 1)[0]
+    label = f"input -> {pred['class']} ({100 * pred['probability']:.0f}%)"
+    name = "a test image" if isinstance(image, np.ndarray) else Path(image).name
+    title = (f"attribution of class {ckpt.classes[used]!r} for {name}: maps (red > 0 > blue where signed), "
+             "then over the input")  # fmt: skip
+    rows = [(draw.plain_text(label), prepared.astype(float), maps)]
+    return draw_attributions(rows, out, draw.plain_text(title), maps_too=True)

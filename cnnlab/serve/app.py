@@ -6,6 +6,7 @@ GET  /api/model        summary, class names, input shape, first-layer kernels
 POST /api/predict      image -> top-k probabilities and the prepared input the model saw
 POST /api/activations  image -> every spatial layer's feature maps
 POST /api/inspect      image + layer + channel -> that channel's kernel and a saliency map
+POST /api/attribute    image + method (+ class, + layer for gradcam) -> that method's map
 
 An image arrives as multipart form data (field "image" or "file"), as raw bytes with an
 image/* content type, or as JSON {"image": "data:image/png;base64,..."}. Every failure is
@@ -46,7 +47,9 @@ from starlette.staticfiles import StaticFiles
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data.images import png_data_url
 from cnnlab.data.prepare import for_model
+from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import normaliser, top_k
+from cnnlab.inspect.attribute import METHODS, SIGNED, attribute, check_gradcam_layer
 from cnnlab.inspect.maps import conv_layers, feature_maps, kernels, producing_conv
 from cnnlab.inspect.saliency import saliency
 from cnnlab.serve.limits import (
@@ -334,6 +337,29 @@ class Service:
             "input": png_data_url(prepared),
         }
 
+    def check_attribution(self, method: str, layer: str) -> None:
+        if method not in METHODS:
+            raise HTTPError(400, f"field 'method' must be one of {', '.join(METHODS)}; got {one_line(repr(method), 60)}")  # fmt: skip
+        if len(self.ckpt.meta["input_shape"]) != 3:
+            raise HTTPError(400, "attribution maps need a model of images (C, H, W)")
+        if method == "gradcam" and layer:
+            try:
+                check_gradcam_layer(self.model, layer)
+            except CnnlabError as e:
+                raise HTTPError(400, str(e)) from None
+
+    def attribute(self, data: bytes, method: str, cls: int | None, layer: str) -> dict:
+        prepared, x = self.prepare(data)
+        options = {}
+        if method in ("integrated-gradients", "occlusion"):  # from / to the black image
+            options["baseline"] = self.norm(torch.zeros(x.shape, dtype=torch.uint8))
+        try:
+            amap, used = attribute(self.model, x, method, cls, layer or None, **options)
+        except CnnlabError as e:
+            raise HTTPError(400, str(e)) from None
+        return {"method": method, "class": self.ckpt.classes[used], "class_index": used,
+                "map": png_url(amap, signed=method in SIGNED), "methods": list(METHODS)}  # fmt: skip
+
     def model_info(self) -> dict:
         first = conv_layers(self.model)[:1]
         kern = (
@@ -346,7 +372,8 @@ class Service:
         )
         return {"name": self.model.spec["name"], "classes": self.ckpt.classes, "input_shape": self.ckpt.meta["input_shape"],
                 "preprocess": self.ckpt.meta.get("preprocess"), "summary": self.summary,
-                "first_layer": first[0] if first else None, "kernels": kern}  # fmt: skip
+                "first_layer": first[0] if first else None, "kernels": kern,
+                "attribution_methods": list(METHODS)}  # fmt: skip
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -408,6 +435,16 @@ def create_app(
         cls = None if cls in (None, "") else int_field(fields, "class", 0, 0, len(ckpt.classes) - 1)
         return await service.run(service.inspect, data, layer, channel, cls)
 
+    async def attribute(request: Request):
+        data, fields = await image_and_fields(request, max_body)
+        if "method" not in fields:
+            raise HTTPError(400, f"field 'method' is required: one of {', '.join(METHODS)}")
+        method, layer = str_field(fields, "method"), str_field(fields, "layer")
+        service.check_attribution(method, layer)
+        cls = fields.get("class")
+        cls = None if cls in (None, "") else int_field(fields, "class", 0, 0, len(ckpt.classes) - 1)
+        return await service.run(service.attribute, data, method, cls, layer)
+
     async def model(request: Request):
         return service.model_info()
 
@@ -424,6 +461,7 @@ def create_app(
         Route("/api/predict", handler(predict), methods=["POST"]),
         Route("/api/activations", handler(activations), methods=["POST"]),
         Route("/api/inspect", handler(inspect), methods=["POST"]),
+        Route("/api/attribute", handler(attribute), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
     handlers = {HTTPException: http_exception, Exception: unexpected}
