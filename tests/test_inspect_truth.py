@@ -10,6 +10,7 @@ from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import feature_maps, kernels
 from cnnlab.inspect.neighbors import embed, neighbours
 from cnnlab.inspect.optimise import invert, maximize
+from cnnlab.inspect.patches import top_activations
 from cnnlab.inspect.saliency import saliency
 from cnnlab.spec import build, retarget
 
@@ -92,6 +93,7 @@ INSPECTIONS = {
     "invert": lambda m, x: invert(m, x, "relu1", steps=4),
     "embed": lambda m, x: embed(m, _bank(), NORM),
     "neighbours": lambda m, x: neighbours(m, _bank()[0], _bank(), NORM, k=3),
+    "top_activations": lambda m, x: top_activations(m, _bank(), NORM, ["conv1", "relu2"], k=3),
 }
 QUICK = {"smoothgrad": {"samples": 2}, "integrated-gradients": {"steps": 4}, "occlusion": {"window": 6, "stride": 3}}  # fmt: skip
 for _method in METHODS:  # every attribution method, Grad-CAM on the second convolution

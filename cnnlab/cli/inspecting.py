@@ -102,6 +102,23 @@ def inspect_attribute(run, image, methods, cls, layer, out):
     said(attribution_figure(load_run(run), image, path, list(methods) or None, cls, layer))
 
 
+@inspect_group.command("top-patches")
+@click.argument("run")
+@click.option("--layer", "layers", multiple=True,
+              help="Layer to look into (repeatable) [default: every convolutional stage].")  # fmt: skip
+@click.option("--data", help="Dataset searched [default: the one the model was trained on].")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", **SHOW)
+@click.option("--k", default=9, type=click.IntRange(1, 64), help="Images per channel.", **SHOW)
+@click.option("--limit", type=click.IntRange(1), help="Search a seeded sample of this many images.")
+@OUT
+def inspect_top_patches(run, layers, data, split, k, limit, out):
+    """For each channel, the k images that excite it most, cropped to the unit's receptive field."""
+    from cnnlab.inspect.figures import top_patches_figure
+
+    path = _out(out, run, "top-patches.png")
+    said(top_patches_figure(load_run(run), data, path, list(layers) or None, k, split, limit))
+
+
 @inspect_group.command("maximize")
 @click.argument("run")
 @click.option("--layer", help="Layer of the channel to excite.")

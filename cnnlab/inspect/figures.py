@@ -10,15 +10,17 @@ import torch
 
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data import load_data
+from cnnlab.data.dataset import ImageSet
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import normaliser, prepare_image, top_k
+from cnnlab.evaluate import load_for, normaliser, prepare_image, top_k
 from cnnlab.infer import fit_images
 from cnnlab.inspect import draw
-from cnnlab.inspect.attribute import SIGNED, applicable, attribute, check_method
+from cnnlab.inspect.attribute import CONV_STAGES, SIGNED, applicable, attribute, check_method
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import conv_layers, feature_maps, kernels
 from cnnlab.inspect.neighbors import neighbours
 from cnnlab.inspect.optimise import invert, maximize
+from cnnlab.inspect.patches import sample
 from cnnlab.inspect.saliency import saliency
 
 
@@ -233,3 +235,57 @@ def attribution_figure(ckpt: Checkpoint, image: str, out: Path, methods: list[st
              "then over the input")  # fmt: skip
     rows = [(draw.plain_text(label), prepared.astype(float), maps)]
     return draw_attributions(rows, out, draw.plain_text(title), maps_too=True)
+
+
+# ---------------------------------------------------------------- what units respond to
+def dataset_for(ckpt: Checkpoint, data: str | None, split: str) -> ImageSet:
+    """DATA (default: the data the model was trained on) brought to the model's input."""
+    name = data or ckpt.meta.get("data")
+    if not name:
+        raise CnnlabError(f"{ckpt.path}: no data recorded in the checkpoint; pass --data")
+    return load_for(ckpt, name, split)
+
+
+def conv_stages(ckpt: Checkpoint) -> list[str]:
+    shapes, kinds = ckpt.model.shapes, ckpt.model.kinds
+    return [n for n in shapes if kinds[n] in CONV_STAGES and len(shapes[n]) == 3]
+
+
+def _outside_colour():
+    import matplotlib
+
+    return matplotlib.colormaps["gray"].with_extremes(bad="#5d86c0")
+
+
+def top_patches_pages(ckpt: Checkpoint, images: torch.Tensor, out: Path, layers: list[str] | None = None,
+                      k: int = 9, source: str = "") -> list[Path]:  # fmt: skip
+    """One set of pages per layer: each channel's k most exciting images, cropped to the
+    receptive field of the unit that fired; blue marks the field's part beyond the border."""
+    from cnnlab.inspect.patches import channel_patches, montage, top_activations
+
+    layers = layers or conv_stages(ckpt)
+    if not layers:
+        raise CnnlabError(f"{ckpt.model.spec['name']} has no convolutional layer to look into")
+    tops = top_activations(ckpt.model, images, normaliser(ckpt), layers, k)
+    written = []
+    for layer, top in tops.items():
+        panels = []
+        for channel in range(len(top.values)):
+            crops = channel_patches(top, images, channel)
+            a = montage(crops)
+            if a.shape[0] == 3:  # colour: draw.show scales RGB itself, so blank the NaNs to gray
+                a = np.where(np.isnan(a), 128.0, a)
+            panels.append((f"{layer}[{channel}] {float(top.values[channel, 0]):.2f}", a))
+        path = out if len(layers) == 1 else out.with_name(f"{out.stem}-{layer}{out.suffix}")
+        h, w = top.field.size
+        title = (f"{layer}: the {k} of {len(images)} {source} images that excite each channel most "
+                 f"(strongest first), cropped to the unit's {h}x{w} receptive field")  # fmt: skip
+        written += draw.grid(panels, path, title, cmap=_outside_colour())
+    return written
+
+
+def top_patches_figure(ckpt: Checkpoint, data: str | None, out: Path, layers: list[str] | None,
+                       k: int, split: str = "train", limit: int | None = None) -> list[Path]:  # fmt: skip
+    dataset = dataset_for(ckpt, data, split)
+    images = dataset.images[sample(len(dataset), limit)] if limit else dataset.images
+    return top_patches_pages(ckpt, images, out, layers, k, dataset.source)
