@@ -119,6 +119,29 @@ def inspect_top_patches(run, layers, data, split, k, limit, out):
     said(top_patches_figure(load_run(run), data, path, list(layers) or None, k, split, limit))
 
 
+@inspect_group.command("embed")
+@click.argument("run")
+@click.option("--data", help="Dataset mapped [default: the one the model was trained on].")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", **SHOW)
+@click.option("--n", "count", default=2000, type=click.IntRange(4, 20000),
+              help="Images sampled (seeded).", **SHOW)  # fmt: skip
+@click.option("--method", type=click.Choice(["auto", "tsne", "pca"]), default="auto",
+              help="auto: t-SNE when scikit-learn is installed (cnnlab[tsne]), else PCA.", **SHOW)  # fmt: skip
+@click.option("--seed", default=0, type=int, **SHOW)
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="HTML file; the PNG goes beside it [default: RUN/inspect/embed.html].")  # fmt: skip
+def inspect_embed(run, data, split, count, method, seed, out):
+    """A 2-D map of the penultimate features, coloured by class, mistakes marked (HTML + PNG)."""
+    from cnnlab.inspect.figures import dataset_for, embedding_files
+
+    ckpt = load_run(run)
+    dataset = dataset_for(ckpt, data, split)
+    path = run_output(run, None, out, "embed.html", folder="inspect")
+    html_path, png_path, used = embedding_files(ckpt, dataset, path, count, method, seed)
+    click.echo(f"embedding: {used}", err=True)
+    said([html_path, png_path])
+
+
 @inspect_group.command("maximize")
 @click.argument("run")
 @click.option("--layer", help="Layer of the channel to excite.")

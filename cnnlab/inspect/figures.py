@@ -13,7 +13,7 @@ from cnnlab.data import load_data
 from cnnlab.data.dataset import ImageSet
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import load_for, normaliser, prepare_image, top_k
-from cnnlab.infer import fit_images
+from cnnlab.infer import fit_images, logits
 from cnnlab.inspect import draw
 from cnnlab.inspect.attribute import CONV_STAGES, SIGNED, applicable, attribute, check_method
 from cnnlab.inspect.deconv import deconv
@@ -289,3 +289,28 @@ def top_patches_figure(ckpt: Checkpoint, data: str | None, out: Path, layers: li
     dataset = dataset_for(ckpt, data, split)
     images = dataset.images[sample(len(dataset), limit)] if limit else dataset.images
     return top_patches_pages(ckpt, images, out, layers, k, dataset.source)
+
+
+def embedding_files(ckpt: Checkpoint, dataset: ImageSet, out: Path, n: int | None = 2000,
+                    method: str = "auto", seed: int = 0) -> tuple[Path, Path, str]:  # fmt: skip
+    """The 2-D map of n sampled images' penultimate features: (HTML, PNG, method used)."""
+    from cnnlab.inspect.embed import embed_2d, embedding_html, embedding_png
+    from cnnlab.inspect.neighbors import embed
+
+    if len(dataset.classes) != len(ckpt.classes):
+        raise CnnlabError(
+            f"{dataset.source}: {len(dataset.classes)} classes, but the model predicts {len(ckpt.classes)}"
+        )
+    pick = sample(len(dataset), n, seed)
+    images, labels = dataset.images[pick], dataset.labels[pick]
+    feats = embed(ckpt.model, images, normaliser(ckpt))
+    coords, used = embed_2d(feats, method, seed)
+    predicted = logits(ckpt.model, images, normaliser(ckpt)).argmax(1).numpy()
+    title = (f"{ckpt.model.spec['name']}: {used} of the penultimate features ({feats.shape[1]}-d) "
+             f"of {len(pick)} {dataset.source} images")  # fmt: skip
+    labels = labels.numpy()
+    html_path = embedding_html(coords, images.numpy(), labels, predicted, ckpt.classes, title, out.with_suffix(".html"), pick.tolist())  # fmt: skip
+    png_path = embedding_png(
+        coords, labels, predicted, ckpt.classes, title, out.with_suffix(".png")
+    )
+    return html_path, png_path, used
