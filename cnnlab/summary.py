@@ -206,14 +206,23 @@ def _rf_text(rf) -> str:
     return "all" if rf is None else "x".join(map(str, rf)) if isinstance(rf, list) else str(rf)
 
 
+def with_sparsity(s: dict, fractions: dict[str, float], images: int, source: str) -> dict:
+    """The summary with each layer's fraction of exactly-zero outputs (see inspect.sparsity)."""
+    for row in s["layers"]:
+        row["sparsity"] = fractions[row["layer"]]
+    s["sparsity_sample"] = {"images": images, "data": source}
+    return s
+
+
 def format_summary(s: dict) -> str:
-    head = ["layer", "type", "output", "params", "MACs", "RF", "FC would need"]
+    zeros = "sparsity_sample" in s
+    head = ["layer", "type", "output", "params", "MACs", "RF", "FC would need"] + ["zeros"] * zeros
     body = [
         [
             r["layer"], r["type"], "x".join(map(str, r["output"])), f"{r['params']:,}",
             _human(r["macs"]), _rf_text(r["receptive_field"]),
             f"{r['fc_equivalent']:,}" if "fc_equivalent" in r else "",
-        ]
+        ] + [f"{100 * r['sparsity']:.1f}%"] * zeros
         for r in s["layers"]
     ]  # fmt: skip
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
@@ -235,4 +244,9 @@ def format_summary(s: dict) -> str:
     out.append(
         f"total params {t['params']:,} (trainable {t['trainable']:,})   multiply-adds per image {_human(t['macs'])}"
     )
+    if zeros:
+        sample = s["sparsity_sample"]
+        out.append(
+            f"zeros: fraction of exactly-zero outputs over {sample['images']} images of {sample['data']}"
+        )
     return "\n".join(out)

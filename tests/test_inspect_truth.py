@@ -12,6 +12,7 @@ from cnnlab.inspect.neighbors import embed, neighbours
 from cnnlab.inspect.optimise import invert, maximize
 from cnnlab.inspect.patches import top_activations
 from cnnlab.inspect.saliency import saliency
+from cnnlab.inspect.sparsity import sparsity
 from cnnlab.spec import build, retarget
 
 # The smallest square input each large zoo model's exact size arithmetic admits; the
@@ -94,6 +95,7 @@ INSPECTIONS = {
     "embed": lambda m, x: embed(m, _bank(), NORM),
     "neighbours": lambda m, x: neighbours(m, _bank()[0], _bank(), NORM, k=3),
     "top_activations": lambda m, x: top_activations(m, _bank(), NORM, ["conv1", "relu2"], k=3),
+    "sparsity": lambda m, x: sparsity(m, _bank(), NORM),
 }
 QUICK = {"smoothgrad": {"samples": 2}, "integrated-gradients": {"steps": 4}, "occlusion": {"window": 6, "stride": 3}}  # fmt: skip
 for _method in METHODS:  # every attribution method, Grad-CAM on the second convolution

@@ -1,7 +1,8 @@
-"""What each unit responds to: exact receptive fields, and the top images of every channel
-found across chunks as by brute force, with their crops."""
+"""What each unit responds to: exact receptive fields, the top images of every channel found
+across chunks as by brute force, their crops, the 2-D map of the features, and sparsity."""
 
 import copy
+import json
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.infer import Normalise
 from cnnlab.inspect import patches
 from cnnlab.inspect.patches import channel_patches, crop, montage, top_activations
+from cnnlab.inspect.sparsity import sparsity
 from cnnlab.spec import build
 from cnnlab.summary import Field, receptive_fields
 
@@ -172,6 +174,27 @@ def test_wrong_layers_are_named():
         top_activations(model, torch.zeros(2, 1, 12, 12, dtype=torch.uint8), Normalise([0], [1]), ["dense1"])  # fmt: skip
 
 
+SPARSE_SPEC = {
+    "name": "sparse",
+    "input": [1, 4, 4],
+    "classes": 2,
+    "layers": [{"type": "relu"}, {"type": "dense"}, {"type": "relu"}, {"type": "dense"}],
+}
+
+
+def test_sparsity_counts_exact_zeros():
+    """Pixels of 0 or 255 normalised to -1 or +1: the relu's zeros are the black pixels."""
+    torch.manual_seed(2)
+    model = build(SPARSE_SPEC).eval()
+    images = torch.zeros(10, 1, 4, 4, dtype=torch.uint8)
+    images.view(10, -1)[:, :6] = 255  # 6 of 16 pixels white: 10/16 zeros after the relu
+    zeros = sparsity(model, images, Normalise([0.5], [0.5]))
+    assert zeros["relu1"] == pytest.approx(10 / 16)
+    hidden = model.features(Normalise([0.5], [0.5])(images))["dense1"]
+    assert zeros["relu2"] == pytest.approx(float((hidden <= 0).float().mean()))
+    assert zeros["dense1"] == 0.0 and set(zeros) == set(model.shapes)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from cnnlab.train import TrainConfig, train
@@ -214,3 +237,16 @@ def test_cli_top_patches_writes_a_page_per_layer(tiny_run, tmp_path):
         _cli("inspect", "top-patches", tiny_run / "run", "--data", tmp_path / "nowhere"),
         "nowhere",
     )
+
+
+def test_cli_summary_adds_a_column_of_zeros(tiny_run):
+    out = _cli("summary", tiny_run / "run", "--data", tiny_run / "data", "--sample", "50", "--json")
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    zeros = {r["layer"]: r["sparsity"] for r in s["layers"]}
+    assert zeros["conv1"] < 0.05 < zeros["relu1"] and s["sparsity_sample"]["images"] == 50
+    table = _cli("summary", "lenet5", "--data", tiny_run / "data", "--sample", "20")
+    assert table.returncode == 0, table.stderr
+    head = table.stdout.splitlines()[1]
+    assert head.rstrip().endswith("zeros") and "over 20 images of" in table.stdout
+    assert "zeros" not in _cli("summary", "lenet5").stdout
