@@ -172,8 +172,9 @@ def test_smoothgrad_is_reproducible_in_threads_and_leaves_the_global_generator_a
     torch.manual_seed(3)
     model = build(zoo.spec("mnistnet")).eval()
     xs = [torch.randn(1, 1, 28, 28) for _ in range(4)]
-    serial = [saliency(model, x, smooth=8)[0] for x in xs]
     state = torch.get_rng_state()
+    serial = [saliency(model, x, smooth=8)[0] for x in xs]
+    assert torch.equal(torch.get_rng_state(), state)  # a caller's own random stream goes on
     results = [None] * 4
 
     def work(i):
