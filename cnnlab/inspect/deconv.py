@@ -11,6 +11,7 @@ itself. This is Captum's `NeuronDeconvolution`, on a private copy of the model (
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.inspect.attribute import hookable_copy
@@ -41,8 +42,10 @@ def deconv(
             )
         fmap = h[0, channel]
         pos = divmod(int(fmap.argmax()), fmap.shape[1])
-        twin = hookable_copy(model)
-        grad = NeuronDeconvolution(twin, getattr(twin, layer)).attribute(
+        # only the layers up to `layer` take part: copy and run just those
+        names = list(model.shapes)
+        twin = hookable_copy(nn.Sequential(*list(model.children())[: names.index(layer) + 1]))
+        grad = NeuronDeconvolution(twin, twin[-1]).attribute(
             x.detach().clone().requires_grad_(True), neuron_selector=(channel, *pos)
         )
     return grad.detach() * fmap[pos].clamp_min(0), channel, pos
