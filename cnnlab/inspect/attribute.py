@@ -53,7 +53,7 @@ OPTIONS: dict[str, dict[str, object]] = {
 # Layer kinds whose output is a stage of convolutional features: where Grad-CAM looks by default.
 CONV_STAGES = ("conv", "gabor", "residual", "inception", "dense_block", "transition")
 BATCH = 16  # noisy copies or path steps per forward and backward pass
-OCCLUDED_BYTES = 8 << 20  # occluded copies of the input per forward pass, up to 64
+OCCLUDED_BYTES = 8 << 20  # occluded copies of the input per forward pass, up to 256
 _RNG = threading.Lock()  # SmoothGrad seeds the global generator Captum draws its noise from
 
 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
@@ -252,7 +252,7 @@ def _occlusion(model, x, cls, layer, window, stride, baseline):
         attr = Occlusion(model).attribute(
             x.detach(), sliding_window_shapes=(channels, *window), strides=(channels, *stride),
             baselines=_baseline("occlusion", baseline, x), target=cls,
-            perturbations_per_eval=max(1, min(64, OCCLUDED_BYTES // (4 * x.numel()))),
+            perturbations_per_eval=max(1, min(256, OCCLUDED_BYTES // (4 * x.numel()))),
         )  # fmt: skip
     return attr[0].mean(0)  # a window spans every channel: each holds the same drop
 
