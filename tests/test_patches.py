@@ -250,3 +250,9 @@ def test_cli_summary_adds_a_column_of_zeros(tiny_run):
     head = table.stdout.splitlines()[1]
     assert head.rstrip().endswith("zeros") and "over 20 images of" in table.stdout
     assert "zeros" not in _cli("summary", "lenet5").stdout
+    sequence = tiny_run / "seq.yaml"
+    sequence.write_text(
+        "name: seq\ninput: [1, 64]\nclasses: 3\nlayers:\n  - {type: conv, filters: 4, kernel: 5}\n  - {type: dense}\n"
+    )
+    _one_line_error(_cli("summary", sequence, "--data", tiny_run / "data"),
+                    "Error: --data: " + str(sequence) + " takes inputs of shape 1x64, not images (C, H, W)")  # fmt: skip

@@ -57,6 +57,9 @@ def _measured_images(ref: str, net, data: str, count: int):
     from cnnlab.infer import Normalise, fit_images
     from cnnlab.inspect.patches import sample
 
+    if len(net.input_shape) != 3:
+        shape = "x".join(map(str, net.input_shape))
+        raise CnnlabError(f"--data: {ref} takes inputs of shape {shape}, not images (C, H, W)")
     ckpt = load_checkpoint(ref) if is_checkpoint(ref) else None
     as_trained = ckpt is not None and tuple(ckpt.meta["input_shape"]) == tuple(net.input_shape)
 
