@@ -328,6 +328,7 @@ def test_cli_attribute_draws_the_methods_and_refuses_bad_choices(tiny, tmp_path)
     for extra, message in (
         (["--class", "9"], "Error: --class 9 is out of range (0..3: 0, 1, 2, 3)"),
         (["--method", "gradcam", "--layer", "dense2"], "Error: Grad-CAM: no spatial maps in 'dense2'"),
+        (["--method", "saliency", "--layer", "conv9"], "Error: Grad-CAM: no layer 'conv9'"),
         (["--method", "shap"], "Invalid value for '--method'"),
     ):  # fmt: skip
         out = subprocess.run([*run, *extra], capture_output=True, text=True, timeout=300)

@@ -15,7 +15,14 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import load_for, normaliser, prepare_image, top_k
 from cnnlab.infer import fit_images, logits
 from cnnlab.inspect import draw
-from cnnlab.inspect.attribute import CONV_STAGES, SIGNED, applicable, attribute, check_method
+from cnnlab.inspect.attribute import (
+    CONV_STAGES,
+    SIGNED,
+    applicable,
+    attribute,
+    check_gradcam_layer,
+    check_method,
+)
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import conv_layers, feature_maps, kernels
 from cnnlab.inspect.neighbors import neighbours
@@ -173,6 +180,8 @@ def attributions(ckpt: Checkpoint, x: torch.Tensor, methods: list[str], cls: int
     for method in methods:
         check_method(method)
     check_class(ckpt, cls)
+    if layer is not None:  # checked even when Grad-CAM is not asked for: a typo is never ignored
+        check_gradcam_layer(ckpt.model, layer)
     maps = {}
     for method in methods:
         options = {"baseline": black(ckpt, x)} if method in ("integrated-gradients", "occlusion") else {}  # fmt: skip
