@@ -7,6 +7,7 @@ the same input to the same output: the saving from local connections and weight 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -25,47 +26,104 @@ GLOBAL = (
 )
 
 
-def _first(v) -> int:
-    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
+class Field(NamedTuple):
+    """Where each unit of a layer looks in the network's input, per spatial dimension: unit i
+    sees input pixels start + i * jump up to start + i * jump + size - 1. `start` is negative
+    where padding reaches past the border, so the field of a border unit is exact too. A
+    block of parallel paths (inception branches, a body and its shortcut) has the union of
+    their fields."""
+
+    size: tuple[int, ...]
+    jump: tuple[int, ...]
+    start: tuple[int, ...]
+
+    def span(self, index: tuple[int, ...]) -> list[tuple[int, int]]:
+        """(first, one past the last) input pixel of the unit at `index`, per dimension."""
+        return [(s + i * j, s + i * j + n) for s, i, j, n in zip(self.start, index, self.jump, self.size, strict=True)]  # fmt: skip
 
 
-def rf_steps(module: nn.Module) -> list[tuple[int, int, int]] | None:
-    """(kernel, stride, dilation) steps along the longest path; None once the field is global."""
+class Step(NamedTuple):
+    """One sliding window, per spatial dimension: kernel, stride, dilation, padding before."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad: tuple[int, ...]
+
+
+def _dims(v, rank: int) -> tuple[int, ...]:
+    return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v),) * rank
+
+
+def _window(module: nn.Module, rank: int, kernel) -> Step:
+    return Step(_dims(kernel, rank), _dims(module.stride or kernel, rank),
+                _dims(getattr(module, "dilation", 1), rank), _dims(module.padding, rank))  # fmt: skip
+
+
+def _identity(rank: int) -> Field:
+    return Field((1,) * rank, (1,) * rank, (0,) * rank)
+
+
+def grow(field: Field, steps: list[Step]) -> Field:
+    size, jump, start = map(list, field)
+    for step in steps:
+        for d, (k, s, dil, p) in enumerate(zip(*step, strict=True)):
+            start[d] -= p * jump[d]
+            size[d] += (k - 1) * dil * jump[d]
+            jump[d] *= s
+    return Field(tuple(size), tuple(jump), tuple(start))
+
+
+def _union(paths: list[list[Step]], rank: int) -> list[Step]:
+    """Parallel paths (branches, a body beside its shortcut) as one step covering them all."""
+    fields = [grow(_identity(rank), steps) for steps in paths]
+    start = tuple(min(f.start[d] for f in fields) for d in range(rank))
+    end = tuple(max(f.start[d] + f.size[d] for f in fields) for d in range(rank))
+    size = tuple(e - s for s, e in zip(start, end, strict=True))
+    return [Step(size, fields[0].jump, (1,) * rank, tuple(-s for s in start))]
+
+
+def rf_steps(module: nn.Module, rank: int = 2) -> list[Step] | None:
+    """The sliding windows a module applies, in order; None once the field is the whole input."""
     if isinstance(module, (nn.Conv1d, nn.Conv2d, L.GaborConv2d)):
-        return [
-            (
-                _first(module.kernel_size),
-                _first(module.stride),
-                _first(getattr(module, "dilation", 1)),
-            )
-        ]
+        return [_window(module, rank, module.kernel_size)]
     if isinstance(module, POOLS):
-        return [(_first(module.kernel_size), _first(module.stride or module.kernel_size), 1)]
+        return [_window(module, rank, module.kernel_size)]
+    if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad1d)):  # (left, right[, top, bottom])
+        before = tuple(reversed(module.padding[::2]))
+        return [Step((1,) * rank, (1,) * rank, (1,) * rank, before)]
+    if isinstance(module, L.PadShortcut):
+        return [Step((1,) * rank, (module.stride,) * rank, (1,) * rank, (0,) * rank)]
     if isinstance(module, GLOBAL):
         return None
-    if isinstance(module, L.Concat):
-        options = [rf_steps(b) for b in module.branches]
-        if any(o is None for o in options):
-            return None
-        return max(options, key=lambda steps: _grow(1, 1, steps)[0])
-    if isinstance(module, L.Residual):
-        return rf_steps(module.body)
-    if isinstance(module, L.DenseLayer):
-        return rf_steps(module.body)
+    if isinstance(module, (L.Concat, L.Residual, L.DenseLayer)):
+        if isinstance(module, L.Concat):
+            parts = list(module.branches)
+        elif isinstance(module, L.Residual):
+            parts = [module.body, module.shortcut]
+        else:
+            parts = [module.body, nn.Identity()]
+        paths = [rf_steps(part, rank) for part in parts]
+        return None if any(p is None for p in paths) else _union(paths, rank)
     steps: list = []
     for child in module.children():
-        sub = rf_steps(child)
+        sub = rf_steps(child, rank)
         if sub is None:
             return None
         steps += sub
     return steps
 
 
-def _grow(rf: int, jump: int, steps) -> tuple[int, int]:
-    for k, s, d in steps:
-        rf += (k - 1) * d * jump
-        jump *= s
-    return rf, jump
+def receptive_fields(model: Net) -> dict[str, Field | None]:
+    """Each top-level layer's field in the input (None once it spans the whole input)."""
+    rank = len(model.input_shape) - 1
+    field: Field | None = _identity(rank)
+    out = {}
+    for name, module in model.named_children():
+        steps = rf_steps(module, rank)
+        field = None if steps is None or field is None else grow(field, steps)
+        out[name] = field
+    return out
 
 
 def _macs(module: nn.Module, out: torch.Tensor) -> int:
@@ -101,10 +159,9 @@ def summarize(model: Net) -> dict:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    rows, rf, jump, in_shape = [], 1, 1, tuple(model.input_shape)
+    rows, in_shape, fields = [], tuple(model.input_shape), receptive_fields(model)
     for name, module in tops.items():
-        steps = rf_steps(module)
-        rf, jump = (None, jump) if steps is None or rf is None else _grow(rf, jump, steps)
+        field = fields[name]
         out_shape = model.shapes[name]
         row = {
             "layer": name,
@@ -112,7 +169,7 @@ def summarize(model: Net) -> dict:
             "output": list(out_shape),
             "params": sum(p.numel() for p in module.parameters()),
             "macs": macs[name],
-            "receptive_field": rf,
+            "receptive_field": _field_size(field),
         }
         if L.conv_of(module) is not None:
             row["fc_equivalent"] = math.prod(in_shape) * math.prod(out_shape)
@@ -131,6 +188,13 @@ def summarize(model: Net) -> dict:
     }
 
 
+def _field_size(field: Field | None) -> int | list[int] | None:
+    """One number for a square (or 1-D) field, [height, width] otherwise; None when global."""
+    if field is None:
+        return None
+    return field.size[0] if len(set(field.size)) == 1 else list(field.size)
+
+
 def _human(n: int) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
@@ -138,14 +202,27 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _rf_text(rf) -> str:
+    return "all" if rf is None else "x".join(map(str, rf)) if isinstance(rf, list) else str(rf)
+
+
+def with_sparsity(s: dict, fractions: dict[str, float], images: int, source: str) -> dict:
+    """The summary with each layer's fraction of exactly-zero outputs (see inspect.sparsity)."""
+    for row in s["layers"]:
+        row["sparsity"] = fractions[row["layer"]]
+    s["sparsity_sample"] = {"images": images, "data": source}
+    return s
+
+
 def format_summary(s: dict) -> str:
-    head = ["layer", "type", "output", "params", "MACs", "RF", "FC would need"]
+    zeros = "sparsity_sample" in s
+    head = ["layer", "type", "output", "params", "MACs", "RF", "FC would need"] + ["zeros"] * zeros
     body = [
         [
             r["layer"], r["type"], "x".join(map(str, r["output"])), f"{r['params']:,}",
-            _human(r["macs"]), "all" if r["receptive_field"] is None else str(r["receptive_field"]),
+            _human(r["macs"]), _rf_text(r["receptive_field"]),
             f"{r['fc_equivalent']:,}" if "fc_equivalent" in r else "",
-        ]
+        ] + [f"{100 * r['sparsity']:.1f}%"] * zeros
         for r in s["layers"]
     ]  # fmt: skip
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
@@ -167,4 +244,9 @@ def format_summary(s: dict) -> str:
     out.append(
         f"total params {t['params']:,} (trainable {t['trainable']:,})   multiply-adds per image {_human(t['macs'])}"
     )
+    if zeros:
+        sample = s["sparsity_sample"]
+        out.append(
+            f"zeros: fraction of exactly-zero outputs over {sample['images']} images of {sample['data']}"
+        )
     return "\n".join(out)

@@ -212,8 +212,14 @@ def test_report_opens_in_a_browser_with_every_image(mnist_run, tmp_path):
         "Misclassified",
         "First-layer kernels",
         "Feature maps",
+        "Attribution of the first 3 errors",
+        "What each channel of conv1 responds to (top 9 of 10000 test images)",
+        "Penultimate features in 2-D (PCA)",
+        "Sparsity per layer",
     ):
         assert heading in text
+    zeros = {row.split("</td><td>")[0]: row.split("</td><td>")[2] for row in text.split("<tr><td>")[1:] if "%</td>" in row}  # fmt: skip
+    assert zeros["conv1"] == "0.0%" and float(zeros["relu1"].rstrip("%")) > 10
     from pathlib import Path
 
     if not Path(CHROMIUM).exists():
@@ -231,7 +237,7 @@ def test_report_opens_in_a_browser_with_every_image(mnist_run, tmp_path):
             "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
         )
         browser.close()
-    assert count >= 6 and loaded
+    assert count >= 9 and loaded
 
 
 def test_cli_errors_list_what_exists(mnist_run, tmp_path):

@@ -5,11 +5,14 @@ import torch
 
 from cnnlab import zoo
 from cnnlab.infer import Normalise
+from cnnlab.inspect.attribute import METHODS, attribute
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import feature_maps, kernels
 from cnnlab.inspect.neighbors import embed, neighbours
 from cnnlab.inspect.optimise import invert, maximize
+from cnnlab.inspect.patches import top_activations
 from cnnlab.inspect.saliency import saliency
+from cnnlab.inspect.sparsity import sparsity
 from cnnlab.spec import build, retarget
 
 # The smallest square input each large zoo model's exact size arithmetic admits; the
@@ -91,7 +94,14 @@ INSPECTIONS = {
     "invert": lambda m, x: invert(m, x, "relu1", steps=4),
     "embed": lambda m, x: embed(m, _bank(), NORM),
     "neighbours": lambda m, x: neighbours(m, _bank()[0], _bank(), NORM, k=3),
+    "top_activations": lambda m, x: top_activations(m, _bank(), NORM, ["conv1", "relu2"], k=3),
+    "sparsity": lambda m, x: sparsity(m, _bank(), NORM),
 }
+QUICK = {"smoothgrad": {"samples": 2}, "integrated-gradients": {"steps": 4}, "occlusion": {"window": 6, "stride": 3}}  # fmt: skip
+for _method in METHODS:  # every attribution method, Grad-CAM on the second convolution
+    INSPECTIONS[f"attribute {_method}"] = lambda m, x, method=_method: attribute(
+        m, x, method, layer="conv2", **QUICK.get(method, {})
+    )
 
 
 def _state(model):
@@ -100,6 +110,10 @@ def _state(model):
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
         "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
         "training": {n: m.training for n, m in model.named_modules()},
+        # which modules, in-place or not, with which hooks: a method that hooks or converts
+        # modules must do so on a copy
+        "structure": [(n, type(m), getattr(m, "inplace", None), len(m._forward_hooks), len(m._forward_pre_hooks),
+                       len(m._backward_hooks), len(m._backward_pre_hooks)) for n, m in model.named_modules()],
     }  # fmt: skip
 
 
@@ -114,6 +128,8 @@ def _changed(a: dict, b: dict) -> list[str]:
     out += [
         f"mode of {n or 'model'}" for n in a["training"] if a["training"][n] != b["training"][n]
     ]
+    if a["structure"] != b["structure"]:
+        out.append("modules, their in-place flags or hooks")
     return out
 
 

@@ -75,6 +75,73 @@ def inspect_deconv(run, image, layer, channel, out):
     said(deconv_figure(load_run(run), image, _out(out, run, f"deconv-{layer}.png"), layer, channel))
 
 
+METHOD_NAMES = (
+    "saliency",
+    "smoothgrad",
+    "integrated-gradients",
+    "guided-backprop",
+    "deconvolution",
+    "gradcam",
+    "occlusion",
+)  # fmt: skip  (cnnlab.inspect.attribute.METHODS, named here so that --help needs no torch)
+
+
+@inspect_group.command("attribute")
+@click.argument("run")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--method", "methods", multiple=True, type=click.Choice(METHOD_NAMES),
+              help="Attribution method (repeatable) [default: all].")  # fmt: skip
+@click.option("--class", "cls", type=int, help="Class index [default: the predicted one].")
+@click.option("--layer", help="Grad-CAM's layer [default: the last convolutional stage].")
+@OUT
+def inspect_attribute(run, image, methods, cls, layer, out):
+    """Which pixels a class score depends on, by each method, beside the input and over it."""
+    from cnnlab.inspect.figures import attribution_figure
+
+    path = _out(out, run, "attribute.png")
+    said(attribution_figure(load_run(run), image, path, list(methods) or None, cls, layer))
+
+
+@inspect_group.command("top-patches")
+@click.argument("run")
+@click.option("--layer", "layers", multiple=True,
+              help="Layer to look into (repeatable) [default: every convolutional stage].")  # fmt: skip
+@click.option("--data", help="Dataset searched [default: the one the model was trained on].")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", **SHOW)
+@click.option("--k", default=9, type=click.IntRange(1, 64), help="Images per channel.", **SHOW)
+@click.option("--limit", type=click.IntRange(1), help="Search a seeded sample of this many images.")
+@OUT
+def inspect_top_patches(run, layers, data, split, k, limit, out):
+    """For each channel, the k images that excite it most, cropped to the unit's receptive field."""
+    from cnnlab.inspect.figures import top_patches_figure
+
+    path = _out(out, run, "top-patches.png")
+    said(top_patches_figure(load_run(run), data, path, list(layers) or None, k, split, limit))
+
+
+@inspect_group.command("embed")
+@click.argument("run")
+@click.option("--data", help="Dataset mapped [default: the one the model was trained on].")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", **SHOW)
+@click.option("--n", "count", default=2000, type=click.IntRange(4, 20000),
+              help="Images sampled (seeded).", **SHOW)  # fmt: skip
+@click.option("--method", type=click.Choice(["auto", "tsne", "pca"]), default="auto",
+              help="auto: t-SNE when scikit-learn is installed (cnnlab[tsne]), else PCA.", **SHOW)  # fmt: skip
+@click.option("--seed", default=0, type=int, **SHOW)
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="HTML file; the PNG goes beside it [default: RUN/inspect/embed.html].")  # fmt: skip
+def inspect_embed(run, data, split, count, method, seed, out):
+    """A 2-D map of the penultimate features, coloured by class, mistakes marked (HTML + PNG)."""
+    from cnnlab.inspect.figures import dataset_for, embedding_files
+
+    ckpt = load_run(run)
+    dataset = dataset_for(ckpt, data, split)
+    path = run_output(run, None, out, "embed.html", folder="inspect")
+    html_path, png_path, used = embedding_files(ckpt, dataset, path, count, method, seed)
+    click.echo(f"embedding: {used}", err=True)
+    said([html_path, png_path])
+
+
 @inspect_group.command("maximize")
 @click.argument("run")
 @click.option("--layer", help="Layer of the channel to excite.")

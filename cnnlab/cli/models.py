@@ -27,15 +27,55 @@ def zoo_cmd() -> None:
 @click.argument("model")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def summary_cmd(model: str, input_shape, classes, overrides, as_json: bool) -> None:
+@click.option("--data", help="Add each layer's sparsity (fraction of exact zeros) on this dataset.")
+@click.option("--sample", "count", default=1000, type=click.IntRange(1),
+              help="Images of --data measured (a seeded sample of its test split).", **SHOW)  # fmt: skip
+def summary_cmd(model: str, input_shape, classes, overrides, as_json: bool, data, count) -> None:
     """Per-layer output shape, parameters, multiply-adds and receptive field of MODEL.
 
     MODEL is a zoo name, a spec file or a checkpoint.
     """
-    from cnnlab.summary import format_summary, summarize
+    from cnnlab.summary import format_summary, summarize, with_sparsity
 
-    result = summarize(build_model(model, input_shape, classes, overrides))
+    net = build_model(model, input_shape, classes, overrides)
+    result = summarize(net)
+    if data:
+        from cnnlab.inspect.sparsity import sparsity
+
+        images, norm, source = _measured_images(model, net, data, count)
+        result = with_sparsity(result, sparsity(net, images, norm), len(images), source)
     print_json(result) if as_json else click.echo(format_summary(result))
+
+
+def _measured_images(ref: str, net, data: str, count: int):
+    """A seeded sample of DATA's test split (else train) fitted to the model's input, and the
+    normalisation the model expects: a checkpoint's own, else the sample's statistics."""
+    from cnnlab.checkpoint import is_checkpoint, load_checkpoint
+    from cnnlab.data import load_data
+    from cnnlab.data.dataset import ImageSet
+    from cnnlab.evaluate import load_for, normaliser
+    from cnnlab.infer import Normalise, fit_images
+    from cnnlab.inspect.patches import sample
+
+    if len(net.input_shape) != 3:
+        shape = "x".join(map(str, net.input_shape))
+        raise CnnlabError(f"--data: {ref} takes inputs of shape {shape}, not images (C, H, W)")
+    ckpt = load_checkpoint(ref) if is_checkpoint(ref) else None
+    as_trained = ckpt is not None and tuple(ckpt.meta["input_shape"]) == tuple(net.input_shape)
+
+    def load(split: str, required: bool = True):
+        if as_trained:
+            return load_for(ckpt, data, split, required=required)
+        return load_data(data, split, required=required)
+
+    found = load("test", required=False)
+    if found is None:
+        found = load("train")
+    found = found.subset(sample(len(found), count))
+    images = found.images if as_trained else fit_images(found.images, tuple(net.input_shape), found.source)  # fmt: skip
+    if ckpt is not None:
+        return images, normaliser(ckpt), found.source
+    return images, Normalise(*ImageSet(images, found.labels, found.classes).stats()), found.source
 
 
 @cli.command("gradcheck")

@@ -2,9 +2,10 @@
 
 The strongest activation of a channel is kept, everything else at that layer is zeroed, and
 the signal is sent back down: max pooling is undone with the switches recorded on the way
-up, convolutions by their transposed filters, and ReLUs rectify the signal itself. Every
-linear step is exactly the adjoint that autograd computes, so the walk below asks autograd
-for it layer by layer and only replaces what happens at the non-linearities.
+up, convolutions by their transposed filters, and every ReLU (at any depth, inside residual,
+inception and dense blocks too; leaky ReLU and softplus count as ReLUs) rectifies the signal
+itself. This is Captum's `NeuronDeconvolution`, on a private copy of the model (see
+`cnnlab.inspect.attribute.hookable_copy`), scaled by the activation's value.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.inspect.attribute import hookable_copy
 from cnnlab.inspect.maps import check_layer, evaluating
 from cnnlab.spec import Net
-
-RECTIFIERS = (nn.ReLU, nn.LeakyReLU, nn.Softplus)
 
 
 def deconv(
     model: Net, x: torch.Tensor, layer: str, channel: int | None = None
 ) -> tuple[torch.Tensor, int, tuple]:
     """Reconstruction (1, C, H, W) of the strongest activation in `layer`; the channel and its position."""
+    from captum.attr import NeuronDeconvolution
+
     check_layer(model, layer)
     shape = model.shapes[layer]
     if len(shape) != 3:
@@ -31,11 +33,7 @@ def deconv(
         )
     with evaluating(model):
         with torch.no_grad():
-            feats = model.features(x, upto=layer)
-        names = list(feats)
-        modules = [getattr(model, name) for name in names]
-        inputs = [x, *(feats[name] for name in names[:-1])]
-        h = feats[layer]
+            h = model.features(x, upto=layer)[layer]
         if channel is None:
             channel = int(h[0].flatten(1).amax(1).argmax())
         if not 0 <= channel < shape[0]:
@@ -44,15 +42,10 @@ def deconv(
             )
         fmap = h[0, channel]
         pos = divmod(int(fmap.argmax()), fmap.shape[1])
-        signal = torch.zeros_like(h)
-        signal[0, channel, pos[0], pos[1]] = fmap[pos].clamp_min(0)
-        for module, inp in zip(reversed(modules), reversed(inputs), strict=True):
-            if isinstance(module, RECTIFIERS):
-                signal = torch.relu(signal)
-                continue
-            # a copy, so that an in-place layer inside `module` cannot overwrite a kept input
-            inp = inp.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                out = module(inp)
-                (signal,) = torch.autograd.grad(out, inp, grad_outputs=signal)
-    return signal.detach(), channel, pos
+        # only the layers up to `layer` take part: copy and run just those
+        names = list(model.shapes)
+        twin = hookable_copy(nn.Sequential(*list(model.children())[: names.index(layer) + 1]))
+        grad = NeuronDeconvolution(twin, twin[-1]).attribute(
+            x.detach().clone().requires_grad_(True), neuron_selector=(channel, *pos)
+        )
+    return grad.detach() * fmap[pos].clamp_min(0), channel, pos

@@ -22,6 +22,11 @@ SIGNED = "RdBu_r"
 ACTIVATION = "magma"
 
 
+def plain_text(text: str) -> str:
+    """Text that matplotlib shows as written: a '$' would otherwise start mathtext."""
+    return text.replace("$", r"\$")
+
+
 def show(ax, a: np.ndarray, cmap: str, signed: bool = False, title: str = ""):
     a = np.asarray(a, dtype=np.float64)
     if a.ndim == 3 and a.shape[0] == 3:  # colour image or RGB kernel, scaled to 0..1

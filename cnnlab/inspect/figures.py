@@ -10,14 +10,24 @@ import torch
 
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data import load_data
+from cnnlab.data.dataset import ImageSet
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import normaliser, prepare_image, top_k
-from cnnlab.infer import fit_images
+from cnnlab.evaluate import load_for, normaliser, prepare_image, top_k
+from cnnlab.infer import fit_images, logits
 from cnnlab.inspect import draw
+from cnnlab.inspect.attribute import (
+    CONV_STAGES,
+    SIGNED,
+    applicable,
+    attribute,
+    check_gradcam_layer,
+    check_method,
+)
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import conv_layers, feature_maps, kernels
 from cnnlab.inspect.neighbors import neighbours
 from cnnlab.inspect.optimise import invert, maximize
+from cnnlab.inspect.patches import sample
 from cnnlab.inspect.saliency import saliency
 
 
@@ -83,10 +93,7 @@ def activations_figure(ckpt: Checkpoint, image: str, out: Path) -> list[Path]:
 
 def saliency_figure(ckpt: Checkpoint, image: str, out: Path, cls: int | None, smooth: int) -> Path:
     prepared, x = load_input(ckpt, image)
-    if cls is not None and not 0 <= cls < len(ckpt.classes):
-        raise CnnlabError(
-            f"--class {cls} is out of range (0..{len(ckpt.classes) - 1}: {', '.join(ckpt.classes)})"
-        )
+    check_class(ckpt, cls)
     sal, used = saliency(ckpt.model, x, cls, smooth)
     method = f"SmoothGrad x{smooth}" if smooth else "plain"
     return draw.side_by_side(
@@ -151,3 +158,168 @@ def neighbors_figure(ckpt: Checkpoint, image: str, data: str, out: Path, k: int)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(out)
+
+
+# ---------------------------------------------------------------- attribution
+def check_class(ckpt: Checkpoint, cls: int | None) -> None:
+    if cls is not None and not 0 <= cls < len(ckpt.classes):
+        raise CnnlabError(
+            f"--class {cls} is out of range (0..{len(ckpt.classes) - 1}: {', '.join(ckpt.classes)})"
+        )
+
+
+def black(ckpt: Checkpoint, x: torch.Tensor) -> torch.Tensor:
+    """The all-black image in the model's normalised input: the baseline that means 'no ink'."""
+    return normaliser(ckpt)(torch.zeros(x.shape, dtype=torch.uint8))
+
+
+def attributions(ckpt: Checkpoint, x: torch.Tensor, methods: list[str], cls: int | None = None,
+                 layer: str | None = None) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
+    """Each method's map for one normalised input, all for the same class (default: predicted).
+    Integrated gradients and occlusion start from (and blank to) the black image."""
+    for method in methods:
+        check_method(method)
+    check_class(ckpt, cls)
+    if layer is not None:  # checked even when Grad-CAM is not asked for: a typo is never ignored
+        check_gradcam_layer(ckpt.model, layer)
+    maps = {}
+    for method in methods:
+        options = {"baseline": black(ckpt, x)} if method in ("integrated-gradients", "occlusion") else {}  # fmt: skip
+        maps[method], cls = attribute(ckpt.model, x, method, cls, layer, **options)
+    return maps, cls
+
+
+def _attribution_row(
+    axes, image: np.ndarray, maps: dict[str, np.ndarray], label: str, overlay: bool
+):
+    draw.show(axes[0], image, "gray", title=label)
+    for ax, (method, amap) in zip(axes[1:], maps.items(), strict=True):
+        signed = method in SIGNED
+        lim = max(float(np.abs(amap).max()), 1e-12)
+        cmap = draw.SIGNED if signed else draw.ACTIVATION
+        if overlay:
+            draw.show(ax, image, "gray", title=method)
+            ax.imshow(
+                amap,
+                cmap=cmap,
+                alpha=0.6,
+                vmin=-lim if signed else 0,
+                vmax=lim,
+                interpolation="bilinear",
+            )
+        else:
+            draw.show(ax, amap, cmap, signed=signed, title=method)
+
+
+def draw_attributions(rows: list[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: str | os.PathLike,
+                      title: str, maps_too: bool) -> Path:  # fmt: skip
+    """One row per image: the input, then each method's map over it (with maps_too, a row of the
+    bare maps above each row of overlays)."""
+    import matplotlib.pyplot as plt
+
+    per = 2 if maps_too else 1
+    cols = 1 + len(rows[0][2])
+    fig, axes = plt.subplots(per * len(rows), cols, figsize=(1.75 * cols + 0.4, 1.95 * per * len(rows) + 0.5), squeeze=False)  # fmt: skip
+    for n, (label, image, maps) in enumerate(rows):
+        if maps_too:
+            _attribution_row(axes[per * n], image, maps, label, overlay=False)
+            _attribution_row(axes[per * n + 1], image, maps, "", overlay=True)
+            axes[per * n + 1][0].set_visible(False)
+        else:
+            _attribution_row(axes[n], image, maps, label, overlay=True)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def attribution_figure(ckpt: Checkpoint, image: str, out: Path, methods: list[str] | None = None,
+                       cls: int | None = None, layer: str | None = None) -> Path:  # fmt: skip
+    prepared, x = load_input(ckpt, image)
+    maps, used = attributions(ckpt, x, methods or applicable(ckpt.model), cls, layer)
+    pred = top_k(ckpt, prepared, 1)[0]
+    label = f"input -> {pred['class']} ({100 * pred['probability']:.0f}%)"
+    name = "a test image" if isinstance(image, np.ndarray) else Path(image).name
+    title = (f"attribution of class {ckpt.classes[used]!r} for {name}: maps (red > 0 > blue where signed), "
+             "then over the input")  # fmt: skip
+    rows = [(draw.plain_text(label), prepared.astype(float), maps)]
+    return draw_attributions(rows, out, draw.plain_text(title), maps_too=True)
+
+
+# ---------------------------------------------------------------- what units respond to
+def dataset_for(ckpt: Checkpoint, data: str | None, split: str) -> ImageSet:
+    """DATA (default: the data the model was trained on) brought to the model's input."""
+    name = data or ckpt.meta.get("data")
+    if not name:
+        raise CnnlabError(f"{ckpt.path}: no data recorded in the checkpoint; pass --data")
+    return load_for(ckpt, name, split)
+
+
+def conv_stages(ckpt: Checkpoint) -> list[str]:
+    shapes, kinds = ckpt.model.shapes, ckpt.model.kinds
+    return [n for n in shapes if kinds[n] in CONV_STAGES and len(shapes[n]) == 3]
+
+
+def _outside_colour():
+    import matplotlib
+
+    return matplotlib.colormaps["gray"].with_extremes(bad="#5d86c0")
+
+
+def top_patches_pages(ckpt: Checkpoint, images: torch.Tensor, out: Path, layers: list[str] | None = None,
+                      k: int = 9, source: str = "") -> list[Path]:  # fmt: skip
+    """One set of pages per layer: each channel's k most exciting images, cropped to the
+    receptive field of the unit that fired; blue marks the field's part beyond the border."""
+    from cnnlab.inspect.patches import channel_patches, montage, top_activations
+
+    layers = layers or conv_stages(ckpt)
+    if not layers:
+        raise CnnlabError(f"{ckpt.model.spec['name']} has no convolutional layer to look into")
+    tops = top_activations(ckpt.model, images, normaliser(ckpt), layers, k)
+    written = []
+    for layer, top in tops.items():
+        panels = []
+        for channel in range(len(top.values)):
+            crops = channel_patches(top, images, channel)
+            a = montage(crops)
+            if a.shape[0] == 3:  # colour: draw.show scales RGB itself, so blank the NaNs to gray
+                a = np.where(np.isnan(a), 128.0, a)
+            panels.append((f"{layer}[{channel}] {float(top.values[channel, 0]):.2f}", a))
+        path = out if len(layers) == 1 else out.with_name(f"{out.stem}-{layer}{out.suffix}")
+        h, w = top.field.size
+        title = (f"{layer}: the {k} of {len(images)} {source} images that excite each channel most "
+                 f"(strongest first), cropped to the unit's {h}x{w} receptive field")  # fmt: skip
+        written += draw.grid(panels, path, title, cmap=_outside_colour())
+    return written
+
+
+def top_patches_figure(ckpt: Checkpoint, data: str | None, out: Path, layers: list[str] | None,
+                       k: int, split: str = "train", limit: int | None = None) -> list[Path]:  # fmt: skip
+    dataset = dataset_for(ckpt, data, split)
+    images = dataset.images[sample(len(dataset), limit)] if limit else dataset.images
+    return top_patches_pages(ckpt, images, out, layers, k, dataset.source)
+
+
+def embedding_files(ckpt: Checkpoint, dataset: ImageSet, out: Path, n: int | None = 2000,
+                    method: str = "auto", seed: int = 0) -> tuple[Path, Path, str]:  # fmt: skip
+    """The 2-D map of n sampled images' penultimate features: (HTML, PNG, method used)."""
+    from cnnlab.inspect.embed import embed_2d, embedding_html, embedding_png
+    from cnnlab.inspect.neighbors import embed
+
+    if len(dataset.classes) != len(ckpt.classes):
+        raise CnnlabError(
+            f"{dataset.source}: {len(dataset.classes)} classes, but the model predicts {len(ckpt.classes)}"
+        )
+    pick = sample(len(dataset), n, seed)
+    images, labels = dataset.images[pick], dataset.labels[pick]
+    feats = embed(ckpt.model, images, normaliser(ckpt))
+    coords, used = embed_2d(feats, method, seed)
+    predicted = logits(ckpt.model, images, normaliser(ckpt)).argmax(1).numpy()
+    title = (f"{ckpt.model.spec['name']}: {used} of the penultimate features ({feats.shape[1]}-d) "
+             f"of {len(pick)} {dataset.source} images")  # fmt: skip
+    labels = labels.numpy()
+    html_path = embedding_html(coords, images.numpy(), labels, predicted, ckpt.classes, title, out.with_suffix(".html"), pick.tolist())  # fmt: skip
+    png_path = embedding_png(
+        coords, labels, predicted, ckpt.classes, title, out.with_suffix(".png")
+    )
+    return html_path, png_path, used

@@ -17,10 +17,26 @@ from cnnlab.data.images import png_data_url
 from cnnlab.evaluate import eval_data, metrics, normaliser, plot_confusion
 from cnnlab.infer import logits
 from cnnlab.inspect import draw
-from cnnlab.inspect.figures import activations_figure, kernels_figure
+from cnnlab.inspect.attribute import applicable
+from cnnlab.inspect.figures import (
+    activations_figure,
+    attributions,
+    conv_stages,
+    draw_attributions,
+    embedding_files,
+    kernels_figure,
+    load_input,
+    top_patches_pages,
+)
 from cnnlab.inspect.maps import conv_layers
+from cnnlab.inspect.patches import sample
+from cnnlab.inspect.sparsity import sparsity
 
 GALLERY = 24
+ATTRIBUTED = 3  # test errors whose attribution maps are drawn
+PATCH_SAMPLE = 10_000  # images searched for the top patches
+EMBED_SAMPLE = 1000  # images on the 2-D map
+SPARSITY_SAMPLE = 1000  # images over which zeros are counted
 
 
 def _img(path: Path, alt: str) -> str:
@@ -28,11 +44,14 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _misclassified(ckpt: Checkpoint, data) -> str:
-    out = logits(ckpt.model, data.images, normaliser(ckpt))
-    probs = out.softmax(1)
-    pred = probs.argmax(1)
-    wrong = torch.nonzero(pred != data.labels).flatten()[:GALLERY].tolist()
+def _wrong(ckpt: Checkpoint, data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities of every image, and the indices of the misclassified ones."""
+    probs = logits(ckpt.model, data.images, normaliser(ckpt)).softmax(1)
+    return probs, torch.nonzero(probs.argmax(1) != data.labels).flatten()
+
+
+def _misclassified(ckpt: Checkpoint, data, probs: torch.Tensor, wrong: torch.Tensor) -> str:
+    wrong = wrong[:GALLERY].tolist()
     cells = []
     for i in wrong:
         values, idx = probs[i].topk(min(3, probs.shape[1]))
@@ -59,6 +78,48 @@ def _confused_pairs(m: dict, top: int = 8) -> str:
     return f"<table><tr><th>true</th><th>predicted as</th><th>count</th></tr>{rows or '<tr><td colspan=3>none</td></tr>'}</table>"
 
 
+def _attribution_section(ckpt: Checkpoint, data, probs, wrong, tmp: Path) -> str:
+    rows = []
+    for i in wrong[:ATTRIBUTED].tolist():
+        prepared, x = load_input(ckpt, data.images[i].numpy())
+        pred = int(probs[i].argmax())
+        maps, _ = attributions(ckpt, x, applicable(ckpt.model), pred)
+        label = f"#{i}: {ckpt.classes[int(data.labels[i])]} taken for {ckpt.classes[pred]}"
+        rows.append((draw.plain_text(label), prepared.astype(float), maps))
+    if not rows:
+        return "<p>no errors to explain</p>"
+    title = "what each method says made the model choose its (wrong) class, over the input"
+    return _img(draw_attributions(rows, tmp / "attribution.png", title, maps_too=False), title)
+
+
+def _sparsity_table(ckpt: Checkpoint, data) -> str:
+    images = data.images[sample(len(data), SPARSITY_SAMPLE)]
+    zeros = sparsity(ckpt.model, images, normaliser(ckpt))
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(ckpt.model.kinds[name])}</td>"
+        f'<td>{100 * z:.1f}%</td><td><div class="bar" style="width:{200 * z:.0f}px"></div></td></tr>'
+        for name, z in zeros.items()
+    )
+    return (f"<p>Fraction of each layer's outputs that are exactly 0, over {len(images)} images.</p>"
+            f"<table><tr><th>layer</th><th>type</th><th>zeros</th><th></th></tr>{rows}</table>")  # fmt: skip
+
+
+def _unit_sections(ckpt: Checkpoint, data, split: str, tmp: Path) -> list[tuple[str, str]]:
+    """Top patches of the last convolutional stage, and the 2-D map of the features."""
+    sections = []
+    stages = conv_stages(ckpt)
+    if stages:
+        images = data.images[sample(len(data), PATCH_SAMPLE)]
+        pages = top_patches_pages(ckpt, images, tmp / "patches.png", stages[-1:], 9, data.source)
+        sections.append((f"What each channel of {stages[-1]} responds to (top 9 of {len(images)} {split} images)",
+                         "".join(_img(p, "top patches") for p in pages)))  # fmt: skip
+    if len(data) >= 4:
+        # PCA: t-SNE takes most of a minute for 1000 points on 2 cores (`cnnlab inspect embed`)
+        _, png, used = embedding_files(ckpt, data, tmp / "embed", EMBED_SAMPLE, "pca")
+        sections.append((f"Penultimate features in 2-D ({used})", _img(png, "embedding")))
+    return sections
+
+
 def build_report(ckpt: Checkpoint, out: str | os.PathLike, data: str | None = None) -> Path:
     out = Path(out)
     dataset, split = eval_data(ckpt, data)
@@ -79,7 +140,8 @@ def build_report(ckpt: Checkpoint, out: str | os.PathLike, data: str | None = No
             ("Confusion matrix", _img(plot_confusion(m, tmp / "cm.png"), "confusion matrix"))
         )
         sections.append(("Most confused pairs", _confused_pairs(m)))
-        gallery = _misclassified(ckpt, dataset)
+        probs, wrong = _wrong(ckpt, dataset)
+        gallery = _misclassified(ckpt, dataset, probs, wrong)
         sections.append(
             (
                 f"Misclassified {split} images (first {GALLERY}) with top-3 guesses",
@@ -96,6 +158,15 @@ def build_report(ckpt: Checkpoint, out: str | os.PathLike, data: str | None = No
                     "".join(_img(p, "feature maps") for p in pages),
                 )
             )
+        if len(ckpt.model.input_shape) == 3:
+            sections.append(
+                (
+                    f"Attribution of the first {ATTRIBUTED} errors",
+                    _attribution_section(ckpt, dataset, probs, wrong, tmp),
+                )
+            )
+            sections += _unit_sections(ckpt, dataset, split, tmp)
+        sections.append(("Sparsity per layer", _sparsity_table(ckpt, dataset)))
         body = "".join(
             f"<section><h2>{html.escape(t)}</h2>{content}</section>" for t, content in sections
         )
@@ -108,7 +179,7 @@ def build_report(ckpt: Checkpoint, out: str | os.PathLike, data: str | None = No
 body{{font:14px system-ui,sans-serif;max-width:1100px;margin:20px auto;color:#1d2330}} img{{max-width:100%}}
 section{{margin:18px 0}} pre{{background:#f4f5f7;padding:8px;font-size:12px}}
 table{{border-collapse:collapse}} td,th{{padding:2px 10px;border-bottom:1px solid #e3e6eb;text-align:left}}
-.gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0;width:120px;font-size:11px}} figure img{{width:110px;image-rendering:pixelated}}
+.bar{{height:10px;background:#5d86c0}} .gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0;width:120px;font-size:11px}} figure img{{width:110px;image-rendering:pixelated}}
 </style></head><body>{head}{body}</body></html>"""
     out.write_text(page, encoding="utf-8")
     return out

@@ -10,6 +10,7 @@ POST /api/inspect      image + layer + channel -> that channel's kernel and a sa
 POST /api/unit         image + layer + unit (index, or channel/y/x) -> the numbers that make
                        that unit's value (cnnlab.inspect.units), with the maps it reads
 POST /api/inside       image + block layer -> the outputs of the modules inside the block
+POST /api/attribute    image + method (+ class, + layer for gradcam) -> that method's map
 
 An image arrives as multipart form data (field "image" or "file"), as raw bytes with an
 image/* content type, or as JSON {"image": "data:image/png;base64,..."}. Every failure is
@@ -52,6 +53,7 @@ from cnnlab.data.images import FORMATS, KEPT_MODES, SIXTEEN_BIT, eight_bit, png_
 from cnnlab.data.prepare import for_model
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import normaliser, top_k
+from cnnlab.inspect.attribute import METHODS, SIGNED, attribute, check_gradcam_layer
 from cnnlab.inspect.maps import conv_layers, evaluating, kernels, producing_conv
 from cnnlab.inspect.saliency import saliency
 from cnnlab.inspect.units import SOFTMAX, explain_unit, trace_block
@@ -437,6 +439,29 @@ class Service:
                 f"{', '.join(blocks) or 'none'}",
             )
 
+    def check_attribution(self, method: str, layer: str) -> None:
+        if method not in METHODS:
+            raise HTTPError(400, f"field 'method' must be one of {', '.join(METHODS)}; got {one_line(repr(method), 60)}")  # fmt: skip
+        if len(self.ckpt.meta["input_shape"]) != 3:
+            raise HTTPError(400, "attribution maps need a model of images (C, H, W)")
+        if method == "gradcam" and layer:
+            try:
+                check_gradcam_layer(self.model, layer)
+            except CnnlabError as e:
+                raise HTTPError(400, str(e)) from None
+
+    def attribute(self, data: bytes, method: str, cls: int | None, layer: str) -> dict:
+        prepared, x = self.prepare(data)
+        options = {}
+        if method in ("integrated-gradients", "occlusion"):  # from / to the black image
+            options["baseline"] = self.norm(torch.zeros(x.shape, dtype=torch.uint8))
+        try:
+            amap, used = attribute(self.model, x, method, cls, layer or None, **options)
+        except CnnlabError as e:
+            raise HTTPError(400, str(e)) from None
+        return {"method": method, "class": self.ckpt.classes[used], "class_index": used,
+                "map": png_url(amap, signed=method in SIGNED), "methods": list(METHODS)}  # fmt: skip
+
     def model_info(self) -> dict:
         first = conv_layers(self.model)[:1]
         kern = (
@@ -450,7 +475,7 @@ class Service:
         return {"name": self.model.spec["name"], "classes": self.ckpt.classes, "input_shape": self.ckpt.meta["input_shape"],
                 "preprocess": self.ckpt.meta.get("preprocess"), "summary": self.summary,
                 "first_layer": first[0] if first else None, "kernels": kern,
-                "softmax_layer": SOFTMAX}  # fmt: skip
+                "softmax_layer": SOFTMAX, "attribution_methods": list(METHODS)}  # fmt: skip
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -524,6 +549,16 @@ def create_app(
         service.check_block(layer)
         return await service.run(service.inside, data, layer)
 
+    async def attribute(request: Request):
+        data, fields = await image_and_fields(request, max_body)
+        if "method" not in fields:
+            raise HTTPError(400, f"field 'method' is required: one of {', '.join(METHODS)}")
+        method, layer = str_field(fields, "method"), str_field(fields, "layer")
+        service.check_attribution(method, layer)
+        cls = fields.get("class")
+        cls = None if cls in (None, "") else int_field(fields, "class", 0, 0, len(ckpt.classes) - 1)
+        return await service.run(service.attribute, data, method, cls, layer)
+
     async def model(request: Request):
         return service.model_info()
 
@@ -542,6 +577,7 @@ def create_app(
         Route("/api/inspect", handler(inspect), methods=["POST"]),
         Route("/api/unit", handler(unit), methods=["POST"]),
         Route("/api/inside", handler(inside), methods=["POST"]),
+        Route("/api/attribute", handler(attribute), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
     handlers = {HTTPException: http_exception, Exception: unexpected}
