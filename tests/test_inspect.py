@@ -54,12 +54,6 @@ def block_run(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def mnist_run(tmp_path_factory, mnist_root):
-    out = tmp_path_factory.mktemp("mnist") / "run"
-    train(TrainConfig(model="mnist-1conv", epochs=1, optimizer="adam", lr=2e-3, augment="none", val_split=0.0,
-                      label_smoothing=0.0, out=str(out)))  # fmt: skip
-    return out
 
 
 def _input(ckpt, seed=1):

@@ -68,6 +68,19 @@ def test_draw_a_one_and_see_the_network_work(mnist_run):
         assert "kernel 2 of conv1" in page.inner_text("#detail")
         page.wait_for_selector("#unit .channel-row")
         assert page.get_attribute("#unit", "data-layer") == "conv1"
+        # the attribution picker lists the server's methods and draws each one's map
+        assert page.is_visible("#attribution")
+        offered = page.eval_on_selector_all("#attr-method option", "os => os.map(o => o.value)")
+        assert {"saliency", "gradcam", "occlusion"} <= set(offered)
+        maps = {}
+        for method in ("saliency", "gradcam"):
+            page.select_option("#attr-method", method)
+            page.wait_for_function(
+                f"() => document.getElementById('attr-result').textContent.startsWith('{method} for class 1')"
+            )
+            maps[method] = page.get_attribute("#attr-result img.heat", "src")
+            assert maps[method].startswith("data:image/png")
+        assert maps["saliency"] != maps["gradcam"]
         page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
         browser.close()
     assert not errors, errors
