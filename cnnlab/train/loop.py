@@ -136,6 +136,7 @@ class Trainer:
             "std": p.norm.std,
             "preprocess": p.preprocess,
             "input_recipe": p.recipe,
+            "input_dtype": p.train.dtype,  # uint8 pixels (/255) or float32 values as they are
             "data": self.cfg.data,
             "config": asdict(self.cfg),
             "epoch": self.epoch,
