@@ -7,7 +7,6 @@ from cnnlab.infer.evaluate import (  # noqa: F401
     input_recipe,
     load_for,
     metrics,
-    normaliser,
     normalizer,
     plot_confusion,
     prepare_image,

@@ -122,9 +122,9 @@ def model_input(ckpt, data_url: str):
     import torch
     from PIL import Image
 
-    from cnnlab.evaluate import normaliser
+    from cnnlab.evaluate import normalizer
 
     raw = base64.b64decode(data_url.split(",", 1)[1])
     a = np.array(Image.open(io.BytesIO(raw)))
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-    return normaliser(ckpt)(torch.from_numpy(np.ascontiguousarray(a))[None])
+    return normalizer(ckpt)(torch.from_numpy(np.ascontiguousarray(a))[None])

@@ -11,7 +11,7 @@ from PIL import Image
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.data.idx import write_idx
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import normaliser
+from cnnlab.evaluate import normalizer
 from cnnlab.inspect import figures
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.neighbors import neighbours
@@ -54,12 +54,10 @@ def block_run(tmp_path_factory):
     return root
 
 
-
-
 def _input(ckpt, seed=1):
     rng = np.random.default_rng(seed)
     prepared = rng.integers(0, 256, size=(1, 12, 12)).astype(np.uint8)
-    return prepared, normaliser(ckpt)(torch.from_numpy(prepared)[None])
+    return prepared, normalizer(ckpt)(torch.from_numpy(prepared)[None])
 
 
 def test_saliency_concentrates_on_the_pixels_that_decide(block_run):
@@ -121,7 +119,7 @@ def test_neighbours_in_feature_space_survive_a_shift(mnist_run):
     same_feature = same_pixel = 0
     for i in range(12):
         shifted = torch.roll(test.images[i], shifts=(2, 2), dims=(1, 2))  # the same digit, moved
-        found = neighbours(ckpt.model, shifted, bank, normaliser(ckpt), k=5)
+        found = neighbours(ckpt.model, shifted, bank, normalizer(ckpt), k=5)
         same_feature += int((labels[found["feature"][0]] == test.labels[i]).sum())
         same_pixel += int((labels[found["pixel"][0]] == test.labels[i]).sum())
     print(f"same-class neighbours of 60: feature space {same_feature}, pixel space {same_pixel}")

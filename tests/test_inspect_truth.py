@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cnnlab import zoo
-from cnnlab.infer import Normalise
+from cnnlab.infer import Normalize
 from cnnlab.inspect.attribute import METHODS, attribute
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import feature_maps, kernels
@@ -74,7 +74,7 @@ SPEC = {
         {"type": "dense"},
     ],
 }
-NORM = Normalise([0.5], [0.25])
+NORM = Normalize([0.5], [0.25])
 
 
 def _bank():

@@ -118,6 +118,11 @@ def ref_pool1d(x, m, f):
     return np_pool(x[:, None], "max", (1, 2), (1, 2))[:, 0]
 
 
+def ref_pool1d_mode(mode, pad):
+    """The 2-D reference on (C, 1, L): windows of 1 x 3, stride 2, padding `pad` along L."""
+    return lambda x, m, f: np_pool(x[:, None], mode, (1, 3), (1, 2), (0, pad))[:, 0]
+
+
 def ref_batchnorm(x, m, f):
     g, b, mu, var = _params(m, "weight", "bias", "running_mean", "running_var")
     return (x - mu[:, None, None]) / np.sqrt(var[:, None, None] + m.eps) * g[:, None, None] + b[
@@ -277,6 +282,10 @@ def _all_cases():
         )
     for kind, case in ONE_D.items():
         yield f"{kind}-1d", kind, case
+    for mode in POOL_MODES:
+        pad = 0 if mode == "stochastic" else 1
+        fields = {"mode": mode, "size": 3, "stride": 2, "padding": pad}
+        yield f"pool-{mode}-1d", "pool", ([2, 9], fields, ref_pool1d_mode(mode, pad))
 
 
 CASE_IDS = [(case_id, kind, case) for case_id, kind, case in _all_cases()]
@@ -381,6 +390,8 @@ def test_every_kind_exports_to_onnx(tmp_path):
     sequences = [
         {"type": "conv", "filters": 4, "kernel": 3},
         {"type": "pool", "mode": "mean", "size": 2},
+        {"type": "pool", "mode": "sum", "size": 2, "stride": 1},
+        {"type": "pool", "mode": "stochastic", "size": 2, "stride": 1},
         {"type": "global_pool"},
         {"type": "dense"},
     ]
@@ -400,3 +411,17 @@ def test_every_kind_exports_to_onnx(tmp_path):
             Checkpoint(model, meta, tmp_path / "x.json"), tmp_path / f"m{len(shape)}.onnx"
         )
         assert diff <= 1e-4
+
+
+def test_stochastic_pooling_of_sequences_samples_a_value_of_each_window_in_training():
+    """Training draws one location per window (a_i / sum a), the one that gets the gradient."""
+    model = _net("pool", [2, 9], {"mode": "stochastic", "size": 3}).train()
+    x = torch.rand(4, 2, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x.requires_grad_(True)
+    model.probe.generator = torch.Generator().manual_seed(0)
+    out = model.features(x)["probe"]
+    windows = x.detach().unfold(2, 3, 3)  # (N, C, 3, 3)
+    assert out.shape == (4, 2, 3)
+    assert ((windows == out.detach()[..., None]).any(-1)).all()
+    out.sum().backward()
+    assert ((x.grad.view(4, 2, 3, 3) != 0).sum(-1) == 1).all()  # one location in each window

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.infer import Normalise
+from cnnlab.infer import Normalize
 from cnnlab.inspect import patches
 from cnnlab.inspect.patches import channel_patches, crop, montage, top_activations
 from cnnlab.inspect.sparsity import sparsity
@@ -132,7 +132,7 @@ def test_top_activations_match_brute_force_across_chunks(monkeypatch):
     images = images + torch.randint(
         0, 20, images.shape, generator=torch.Generator().manual_seed(3)
     ).to(torch.uint8)
-    norm = Normalise([0.1], [0.3])
+    norm = Normalize([0.1], [0.3])
     monkeypatch.setattr(patches, "CHUNK_BYTES", 7 * 4 * 500)  # a handful of images per chunk
     assert patches.chunk_size(model, "conv2") < 10
     tops = top_activations(model, images, norm, ["conv1", "conv2"], k=5)
@@ -158,7 +158,7 @@ def test_a_spot_detector_finds_the_brightest_spots_and_crops_them():
         model.conv1.weight.fill_(1.0)
         model.conv1.bias.zero_()
     images, spots, values = _bright_spot_data()
-    top = top_activations(model, images, Normalise([0.0], [1.0]), ["conv1"], k=4)["conv1"]
+    top = top_activations(model, images, Normalize([0.0], [1.0]), ["conv1"], k=4)["conv1"]
     assert top.images[0].tolist() == np.argsort(-values)[:4].tolist()
     for crop_, i in zip(channel_patches(top, images, 0), top.images[0].tolist(), strict=True):
         assert crop_.shape == (1, 3, 3) and np.nanmax(crop_) == values[i]
@@ -169,9 +169,9 @@ def test_a_spot_detector_finds_the_brightest_spots_and_crops_them():
 def test_wrong_layers_are_named():
     model = build(FIELD_SPEC)
     with pytest.raises(CnnlabError, match="no layer 'conv7'; layers: conv1, pool1, conv2, dense1"):
-        top_activations(model, torch.zeros(2, 1, 12, 12, dtype=torch.uint8), Normalise([0], [1]), ["conv7"])  # fmt: skip
+        top_activations(model, torch.zeros(2, 1, 12, 12, dtype=torch.uint8), Normalize([0], [1]), ["conv7"])  # fmt: skip
     with pytest.raises(CnnlabError, match=r"layer 'dense1' has no spatial maps of its own \(shape \(2,\)\); layers with them: conv1, pool1, conv2"):  # fmt: skip
-        top_activations(model, torch.zeros(2, 1, 12, 12, dtype=torch.uint8), Normalise([0], [1]), ["dense1"])  # fmt: skip
+        top_activations(model, torch.zeros(2, 1, 12, 12, dtype=torch.uint8), Normalize([0], [1]), ["dense1"])  # fmt: skip
 
 
 SPARSE_SPEC = {
@@ -188,9 +188,9 @@ def test_sparsity_counts_exact_zeros():
     model = build(SPARSE_SPEC).eval()
     images = torch.zeros(10, 1, 4, 4, dtype=torch.uint8)
     images.view(10, -1)[:, :6] = 255  # 6 of 16 pixels white: 10/16 zeros after the relu
-    zeros = sparsity(model, images, Normalise([0.5], [0.5]))
+    zeros = sparsity(model, images, Normalize([0.5], [0.5]))
     assert zeros["relu1"] == pytest.approx(10 / 16)
-    hidden = model.features(Normalise([0.5], [0.5])(images))["dense1"]
+    hidden = model.features(Normalize([0.5], [0.5])(images))["dense1"]
     assert zeros["relu2"] == pytest.approx(float((hidden <= 0).float().mean()))
     assert zeros["dense1"] == 0.0 and set(zeros) == set(model.shapes)
 

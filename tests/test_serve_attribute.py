@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cnnlab.checkpoint import load_checkpoint
-from cnnlab.evaluate import normaliser
+from cnnlab.evaluate import normalizer
 from cnnlab.inspect.attribute import METHODS, SIGNED, attribute
 from cnnlab.serve.app import png_url
 from cnnlab.train import TrainConfig, train
@@ -62,8 +62,8 @@ def test_each_method_answers_with_the_librarys_map(served, method):
     ckpt = load_checkpoint(run)
     ckpt.model.requires_grad_(False)
     prepared = np.asarray(Image.open(io.BytesIO(png(square=3))))[None]
-    x = normaliser(ckpt)(torch.from_numpy(prepared)[None])
-    options = {"baseline": normaliser(ckpt)(torch.zeros(x.shape, dtype=torch.uint8))} if method in ("integrated-gradients", "occlusion") else {}  # fmt: skip
+    x = normalizer(ckpt)(torch.from_numpy(prepared)[None])
+    options = {"baseline": normalizer(ckpt)(torch.zeros(x.shape, dtype=torch.uint8))} if method in ("integrated-gradients", "occlusion") else {}  # fmt: skip
     want, cls = attribute(ckpt.model, x, method, **options)
     assert cls == out["class_index"] == 3
     got, expected = (

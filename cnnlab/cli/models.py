@@ -53,8 +53,8 @@ def _measured_images(ref: str, net, data: str, count: int):
     from cnnlab.checkpoint import is_checkpoint, load_checkpoint
     from cnnlab.data import load_data
     from cnnlab.data.dataset import ImageSet
-    from cnnlab.evaluate import load_for, normaliser
-    from cnnlab.infer import Normalise, fit_images
+    from cnnlab.evaluate import load_for, normalizer
+    from cnnlab.infer import Normalize, fit_images
     from cnnlab.inspect.patches import sample
 
     if len(net.input_shape) != 3:
@@ -74,8 +74,8 @@ def _measured_images(ref: str, net, data: str, count: int):
     found = found.subset(sample(len(found), count))
     images = found.images if as_trained else fit_images(found.images, tuple(net.input_shape), found.source)  # fmt: skip
     if ckpt is not None:
-        return images, normaliser(ckpt), found.source
-    return images, Normalise(*ImageSet(images, found.labels, found.classes).stats()), found.source
+        return images, normalizer(ckpt), found.source
+    return images, Normalize(*ImageSet(images, found.labels, found.classes).stats()), found.source
 
 
 @cli.command("gradcheck")

@@ -6,12 +6,15 @@ DATA may be:
   DIR with IDX files          train-/t10k- pairs (MNIST naming) or images-/labels- (one set)
   DIR with CIFAR-10 batches   data_batch_1..5.bin and test_batch.bin
   IMAGES.idx,LABELS.idx       an explicit IDX pair
+  FILE.npz                    NumPy arrays x and y (and x_test, y_test): images or sequences
+  X.npy,Y.npy                 a pair of NumPy arrays, like the IDX pair
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from cnnlab.data.arrays import is_array_source, load_arrays, save_npz
 from cnnlab.data.cifar import is_cifar_dir, load_cifar
 from cnnlab.data.dataset import MAX_CLASSES, ImageSet, from_numpy
 from cnnlab.data.folders import load_folder
@@ -22,7 +25,8 @@ from cnnlab.errors import CnnlabError
 
 __all__ = [
     "ImageSet", "load_data", "read_idx", "write_idx", "read_idx_pair", "fetch_mnist",
-    "load_mnist", "load_folder", "load_cifar", "save_idx_set", "CLASSES_FILE",
+    "load_mnist", "load_folder", "load_cifar", "load_arrays", "save_idx_set", "save_npz",
+    "CLASSES_FILE",
 ]  # fmt: skip
 
 CLASSES_FILE = "classes.txt"
@@ -60,17 +64,24 @@ def load_data(
     size: tuple[int, int] | None = None,
     skip_bad: bool = False,
     required: bool = True,
+    sequences: bool | None = None,
 ) -> ImageSet | None:
-    """Load the 'train' or 'test' split of DATA. A missing split is an error unless not required."""
-    found = _load(data, split, channels, size, skip_bad)
+    """Load the 'train' or 'test' split of DATA. A missing split is an error unless not required.
+
+    channels, size and skip_bad apply to image folders. `sequences` says how a rank-3 array
+    is read: (N, C, L) sequences when true (a model on (C, L) reads it), (N, H, W) images
+    otherwise, unless the .npz file's `layout` says."""
+    found = _load(data, split, channels, size, skip_bad, sequences)
     if found is None and required:
         raise CnnlabError(f"{data}: has no {split} split")
     return found
 
 
-def _load(data, split, channels, size, skip_bad) -> ImageSet | None:
+def _load(data, split, channels, size, skip_bad, sequences) -> ImageSet | None:
     if data == "mnist":
         return load_mnist(split)
+    if is_array_source(data):
+        return load_arrays(data, split, sequences)
     if "," in data:
         if split != "train":
             return None
@@ -81,7 +92,9 @@ def _load(data, split, channels, size, skip_bad) -> ImageSet | None:
     if not root.exists():
         raise CnnlabError(f"{data}: no such file or directory (nor the name of a dataset: mnist)")
     if not root.is_dir():
-        raise CnnlabError(f"{data}: expected a directory, 'mnist', or IMAGES.idx,LABELS.idx")
+        raise CnnlabError(
+            f"{data}: expected a directory, 'mnist', IMAGES.idx,LABELS.idx, FILE.npz or X.npy,Y.npy"
+        )
     if is_cifar_dir(root):
         return load_cifar(root, split) if _has_cifar_split(root, split) else None
     if _find(root, "*-idx*-ubyte*") is not None:
@@ -101,6 +114,11 @@ def save_idx_set(data: ImageSet, out: str | Path) -> list[Path]:
     out = Path(out)
     for name in data.classes:
         encode_name(name)  # refuse an unwritable name before any file is written
+    if data.sequences or data.dtype != "uint8":
+        raise CnnlabError(
+            f"{data.source}: {data.dtype} {'sequences' if data.sequences else 'images'} are "
+            "not pixels IDX and image files hold exactly; write them with --to npz"
+        )
     if data.streamed:
         raise CnnlabError(
             f"{data.source}: {len(data)} images are too many to hold in memory "

@@ -1,4 +1,5 @@
-"""Batched, seeded augmentation as tensor ops on float images in [0, 1], shape (N, C, H, W).
+"""Batched, seeded augmentation as tensor ops on float images in [0, 1], shape (N, C, H, W),
+and on sequences (N, C, L), which take translate (a shift along L) and flip (time reversed).
 
 An augmentation is written as a comma list, e.g. "translate=2,flip,color=0.2,pca=0.1,elastic":
   translate=S   shift by up to S pixels in each direction (zero fill)
@@ -38,6 +39,21 @@ class Augment:
     def __bool__(self) -> bool:
         return bool(self.ops)
 
+    def check(self, images, text: str) -> None:
+        """Refuse, before training, what cannot apply to these images: image-only operations on
+        sequences, and those that assume the 0..1 pixel scale on float32 values."""
+        for name, _ in self.ops:
+            if images.ndim == 3 and name not in SEQUENCE_OPS:
+                raise CnnlabError(
+                    f"--augment {text}: {name} works on images (N, C, H, W); sequences (N, C, L) "
+                    f"take {' and '.join(SEQUENCE_OPS)}"
+                )
+            if images.dtype == torch.float32 and name in PIXEL_SCALE_OPS:
+                raise CnnlabError(
+                    f"--augment {text}: {name} clamps to the 0..1 pixel scale, and this data holds "
+                    "float32 values as they are"
+                )
+
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         for name, arg in self.ops:
             x = APPLY[name](self, x, arg, gen)
@@ -72,6 +88,8 @@ def pca_basis(images: torch.Tensor, sample: int = 20000) -> torch.Tensor:
 
 def _translate(aug, x, arg, gen):
     s = int(float(arg))
+    if x.ndim == 3:
+        return _shift(x, s, gen)
     n, _, h, w = x.shape
     padded = F.pad(x, (s, s, s, s))
     dy = torch.randint(0, 2 * s + 1, (n,), generator=gen)
@@ -82,9 +100,17 @@ def _translate(aug, x, arg, gen):
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
+def _shift(x, s, gen):
+    """Sequences (N, C, L) shifted by up to s samples either way, zero fill."""
+    n, c, length = x.shape
+    dx = torch.randint(0, 2 * s + 1, (n,), generator=gen)
+    index = (torch.arange(length)[None] + dx[:, None])[:, None, :].expand(n, c, length)
+    return F.pad(x, (s, s)).gather(2, index)
+
+
 def _flip(aug, x, arg, gen):
     mask = torch.rand(x.shape[0], generator=gen) < 0.5
-    return torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return torch.where(mask.view(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)
 
 
 def _color(aug, x, arg, gen):
@@ -149,5 +175,7 @@ def _affine(aug, x, arg, gen):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+SEQUENCE_OPS = ("translate", "flip")
+PIXEL_SCALE_OPS = ("color", "pca")
 APPLY = {"translate": _translate, "flip": _flip, "color": _color, "pca": _pca, "elastic": _elastic,
          "affine": _affine}  # fmt: skip

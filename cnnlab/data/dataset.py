@@ -1,4 +1,5 @@
-"""The one in-memory form of every dataset: uint8 images (N, C, H, W), int64 labels, class names."""
+"""The one in-memory form of every dataset: uint8 or float32 images (N, C, H, W) or sequences
+(N, C, L), int64 labels, class names."""
 
 from __future__ import annotations
 
@@ -9,19 +10,24 @@ import torch
 
 from cnnlab.errors import CnnlabError
 
+VALUE_TYPES = (torch.uint8, torch.float32)
+
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # uint8, (N, C, H, W)
+    """Images (N, C, H, W) or sequences (N, C, L): uint8 (pixels, read on the 0..1 scale) or
+    float32 (values as they are, from arrays); int64 labels; class names."""
+
+    images: torch.Tensor  # uint8 or float32, (N, C, H, W) or (N, C, L)
     labels: torch.Tensor  # int64, (N,)
     classes: list[str]
     source: str = ""
     skipped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+        if self.images.dtype not in VALUE_TYPES or self.images.ndim not in (3, 4):
             raise CnnlabError(
-                f"{self.source}: images must be uint8 (N, C, H, W), "
+                f"{self.source}: images must be uint8 or float32 (N, C, H, W) or (N, C, L), "
                 f"got {self.images.dtype} {tuple(self.images.shape)}"
             )
         if self.labels.shape != (len(self.images),):
@@ -40,9 +46,18 @@ class ImageSet:
         return len(self.images)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+    def shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image, or (C, L) of one sequence."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def sequences(self) -> bool:
+        return self.images.ndim == 3
+
+    @property
+    def dtype(self) -> str:
+        """'uint8' or 'float32': what a model trained on this set expects its inputs in."""
+        return str(self.images.dtype).removeprefix("torch.")
 
     @property
     def streamed(self) -> bool:
@@ -73,7 +88,10 @@ class ImageSet:
         return self.subset(train_idx), self.subset(val_idx)
 
     def stats(self) -> tuple[list[float], list[float]]:
-        """Per-channel pixel mean and std on the 0..1 scale, exact: from histograms of the uint8 values."""
+        """Per-channel pixel mean and std on the 0..1 scale, exact: from histograms of the uint8
+        values. Float values: their own mean and std, in float64 (two passes)."""
+        if self.images.dtype == torch.float32:
+            return _float_stats(self.images)
         c = self.shape[0]
         counts = torch.zeros(c, 256, dtype=torch.float64)
         images, count = self.images, len(self)
@@ -90,6 +108,20 @@ class ImageSet:
         mean = (counts * values).sum(1) / n
         std = ((counts * values**2).sum(1) / n - mean * mean).clamp_min(0).sqrt()
         return mean.tolist(), std.tolist()
+
+
+def _float_stats(values: torch.Tensor) -> tuple[list[float], list[float]]:
+    dims = [0, *range(2, values.ndim)]
+    n = values.numel() // values.shape[1]
+    total = torch.zeros(values.shape[1], dtype=torch.float64)
+    for start in range(0, len(values), 8192):
+        total += values[start : start + 8192].double().sum(dims)
+    mean = total / n
+    shape = (1, -1) + (1,) * (values.ndim - 2)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(values), 8192):
+        squares += ((values[start : start + 8192].double() - mean.view(shape)) ** 2).sum(dims)
+    return mean.tolist(), (squares / n).sqrt().tolist()
 
 
 MAX_CLASSES = 100_000  # far above any classification set; a label past it is corrupt data

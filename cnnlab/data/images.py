@@ -70,15 +70,21 @@ def _brief(e: Exception) -> str:
 
 
 def open_image(
-    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS
+    source: str | os.PathLike | bytes,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    draft: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Open and fully decode an image, refusing oversized, corrupt or foreign files with a
-    clear error; the result is in one of KEPT_MODES."""
+    clear error; the result is in one of KEPT_MODES. With `draft` (H, W), a JPEG far larger
+    than that is decoded at a reduced scale (1/2, 1/4 or 1/8, never below the size asked)."""
     name = name or (str(source) if not isinstance(source, bytes) else "image")
 
     def decode() -> Image.Image:
         with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as fp:
             img = _opened(fp, name, max_pixels)
+            if draft is not None and img.format == "JPEG":
+                img.draft(img.mode, (draft[1], draft[0]))
             img.load()
             return eight_bit(img, name)
 
@@ -144,7 +150,9 @@ def to_array(img: Image.Image, channels: int, size: tuple[int, int] | None = Non
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    img = img.convert("L" if channels == 1 else "RGB")
+    want = "L" if channels == 1 else "RGB"
+    if img.mode != want:  # (convert would copy an image already in that mode)
+        img = img.convert(want)
     if size is not None and (img.height, img.width) != tuple(size):
         img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)

@@ -110,9 +110,8 @@ class LazyImages:
         return self._substitute(i)
 
     def _decode(self, i: int) -> np.ndarray:
-        a = to_array(
-            open_image(self.files[i], max_pixels=self.max_pixels), self.channels, self.size
-        )
+        img = open_image(self.files[i], max_pixels=self.max_pixels, draft=self.size)
+        a = to_array(img, self.channels, self.size)
         ph, pw = self.pad
         if ph or pw:
             return np.pad(a, ((0, 0), (ph, ph), (pw, pw)))

@@ -11,21 +11,26 @@ from cnnlab.errors import CnnlabError
 
 
 class Normalize:
-    """(uint8 or 0..1 float) -> (x - mean) / std per channel, with the training set's statistics."""
+    """(uint8 or 0..1 float) -> (x - mean) / std per channel, with the training set's statistics;
+    images (N, C, H, W) or sequences (N, C, L). A float32 dataset's values are taken as they
+    are (its statistics were computed on them)."""
 
     def __init__(self, mean: list[float], std: list[float]):
         self.mean, self.std = list(mean), [max(s, 1e-6) for s in std]
         self._m = torch.tensor(self.mean).view(1, -1, 1, 1)
         self._s = torch.tensor(self.std).view(1, -1, 1, 1)
 
+    def _per_channel(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return t.to(x.device).view(1, -1, *[1] * (x.ndim - 2))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float() / 255
-        return (x - self._m.to(x.device)) / self._s.to(x.device)
+        return (x - self._per_channel(self._m, x)) / self._per_channel(self._s, x)
 
     def invert(self, x: torch.Tensor) -> torch.Tensor:
         """Model input -> pixels on the 0..1 scale."""
-        return x * self._s.to(x.device) + self._m.to(x.device)
+        return x * self._per_channel(self._s, x) + self._per_channel(self._m, x)
 
 
 def plan_fit(have: tuple[int, int], want: tuple[int, int], channels: int) -> dict:
@@ -50,6 +55,11 @@ def conform(images: torch.Tensor, recipe: dict, source: str) -> torch.Tensor:
         if hasattr(images, "padded"):  # a streamed folder is decoded by workers at its own size
             raise CnnlabError(
                 f"{source}: streamed images are {c}x{h}x{w}, expected {'x'.join(map(str, want))}"
+            )
+        if images.dtype != torch.uint8:  # Pillow resizes pixels, not arbitrary values
+            raise CnnlabError(
+                f"{source}: float32 images of {c}x{h}x{w} cannot be resized or converted to "
+                f"{'x'.join(map(str, want))}; give arrays of the model's input size"
             )
         images = convert_images(images, want[0], want[1:])
     ph, pw = recipe["pad"]
@@ -82,7 +92,14 @@ def fit_images(
     images: torch.Tensor, input_shape: tuple[int, ...], source: str, recipe: dict | None = None
 ) -> torch.Tensor:
     """Bring images to a model's input (C, H, W): with a checkpoint's recorded recipe when there
-    is one, else with `plan_fit`'s."""
+    is one, else with `plan_fit`'s. Sequences (C, L) are never resized: they must fit."""
+    if images.ndim == 3 or len(input_shape) == 2:
+        if tuple(images.shape[1:]) != tuple(input_shape):
+            raise CnnlabError(
+                f"{source}: items of {'x'.join(map(str, images.shape[1:]))}, but the model "
+                f"takes {'x'.join(map(str, input_shape))}"
+            )
+        return images
     if recipe is None:
         recipe = plan_fit(tuple(images.shape[2:]), tuple(input_shape[1:]), input_shape[0])
     return conform(images, recipe, source)

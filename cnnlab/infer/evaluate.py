@@ -10,6 +10,7 @@ import torch
 
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data import load_data
+from cnnlab.data.arrays import as_dtype, read_sample
 from cnnlab.data.dataset import ImageSet
 from cnnlab.data.images import EXTENSIONS, MAX_PIXELS, open_image, to_array
 from cnnlab.errors import CnnlabError
@@ -27,15 +28,20 @@ def input_recipe(ckpt: Checkpoint) -> dict | None:
     return ckpt.meta.get("input_recipe")
 
 
+def input_dtype(ckpt: Checkpoint) -> str:
+    """What the model's training set held: uint8 pixels, or float32 values (from arrays)."""
+    return ckpt.meta.get("input_dtype", "uint8")
+
+
 def load_for(ckpt: Checkpoint, data: str, split: str, required: bool = True) -> ImageSet | None:
     """A dataset read and brought to the model's input the way its training data was."""
     recipe = input_recipe(ckpt)
+    shape = tuple(ckpt.meta["input_shape"])
     options = {"channels": recipe["channels"], "size": tuple(recipe["size"])} if recipe else {}
-    found = load_data(data, split, required=required, **options)
+    found = load_data(data, split, required=required, sequences=len(shape) == 2, **options)
     if found is not None:
-        found.images = fit_images(
-            found.images, tuple(ckpt.meta["input_shape"]), found.source, recipe
-        )
+        found.images = as_dtype(found.images, input_dtype(ckpt), found.source)
+        found.images = fit_images(found.images, shape, found.source, recipe)
     return found
 
 
@@ -151,7 +157,10 @@ def image_files(targets: list[str]) -> list[Path]:
 def prepare_image(
     ckpt: Checkpoint, source, name: str | None = None, max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
-    """An image file or bytes -> uint8 (C, H, W) as the model expects it."""
+    """An image file or bytes -> uint8 (C, H, W) as the model expects it; a .npy file holds one
+    input as it is ((C, L) or (C, H, W), in the training set's dtype)."""
+    if not isinstance(source, bytes) and Path(source).suffix.lower() == ".npy":
+        return read_sample(source, tuple(ckpt.meta["input_shape"]), input_dtype(ckpt))
     img = open_image(source, name, max_pixels)
     preprocess, recipe = ckpt.meta.get("preprocess", "resize"), input_recipe(ckpt)
     if preprocess == "mnist-digit" or recipe is None:

@@ -12,7 +12,7 @@ from cnnlab.checkpoint import Checkpoint
 from cnnlab.data import load_data
 from cnnlab.data.dataset import ImageSet
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import load_for, normaliser, prepare_image, top_k
+from cnnlab.evaluate import load_for, normalizer, prepare_image, top_k
 from cnnlab.infer import fit_images, logits
 from cnnlab.inspect import draw
 from cnnlab.inspect.attribute import (
@@ -37,12 +37,12 @@ def load_input(
     """An image file prepared as in `predict` (or an already prepared uint8 (C, H, W) array),
     and the normalised batch of one."""
     prepared = image if isinstance(image, np.ndarray) else prepare_image(ckpt, image)
-    return prepared, normaliser(ckpt)(torch.from_numpy(prepared)[None])
+    return prepared, normalizer(ckpt)(torch.from_numpy(prepared)[None])
 
 
 def to_pixels(ckpt: Checkpoint, x: torch.Tensor) -> np.ndarray:
     """Undo normalisation: a model input (1, C, H, W) -> float pixels (C, H, W) on 0..1."""
-    return normaliser(ckpt).invert(x)[0].clamp(0, 1).numpy()
+    return normalizer(ckpt).invert(x)[0].clamp(0, 1).numpy()
 
 
 def kernels_figure(ckpt: Checkpoint, out: Path, layer: str | None = None) -> list[Path]:
@@ -142,7 +142,7 @@ def neighbors_figure(ckpt: Checkpoint, image: str, data: str, out: Path, k: int)
     prepared, _ = load_input(ckpt, image)
     bank = load_data(data, "train")
     images = fit_images(bank.images, tuple(ckpt.meta["input_shape"]), bank.source)
-    found = neighbours(ckpt.model, torch.from_numpy(prepared), images, normaliser(ckpt), k)
+    found = neighbours(ckpt.model, torch.from_numpy(prepared), images, normalizer(ckpt), k)
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, k + 1, figsize=(1.4 * (k + 1), 3.4), squeeze=False)
@@ -170,7 +170,7 @@ def check_class(ckpt: Checkpoint, cls: int | None) -> None:
 
 def black(ckpt: Checkpoint, x: torch.Tensor) -> torch.Tensor:
     """The all-black image in the model's normalised input: the baseline that means 'no ink'."""
-    return normaliser(ckpt)(torch.zeros(x.shape, dtype=torch.uint8))
+    return normalizer(ckpt)(torch.zeros(x.shape, dtype=torch.uint8))
 
 
 def attributions(ckpt: Checkpoint, x: torch.Tensor, methods: list[str], cls: int | None = None,
@@ -275,7 +275,7 @@ def top_patches_pages(ckpt: Checkpoint, images: torch.Tensor, out: Path, layers:
     layers = layers or conv_stages(ckpt)
     if not layers:
         raise CnnlabError(f"{ckpt.model.spec['name']} has no convolutional layer to look into")
-    tops = top_activations(ckpt.model, images, normaliser(ckpt), layers, k)
+    tops = top_activations(ckpt.model, images, normalizer(ckpt), layers, k)
     written = []
     for layer, top in tops.items():
         panels = []
@@ -312,9 +312,9 @@ def embedding_files(ckpt: Checkpoint, dataset: ImageSet, out: Path, n: int | Non
         )
     pick = sample(len(dataset), n, seed)
     images, labels = dataset.images[pick], dataset.labels[pick]
-    feats = embed(ckpt.model, images, normaliser(ckpt))
+    feats = embed(ckpt.model, images, normalizer(ckpt))
     coords, used = embed_2d(feats, method, seed)
-    predicted = logits(ckpt.model, images, normaliser(ckpt)).argmax(1).numpy()
+    predicted = logits(ckpt.model, images, normalizer(ckpt)).argmax(1).numpy()
     title = (f"{ckpt.model.spec['name']}: {used} of the penultimate features ({feats.shape[1]}-d) "
              f"of {len(pick)} {dataset.source} images")  # fmt: skip
     labels = labels.numpy()

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from cnnlab.infer import Normalise
+from cnnlab.infer import Normalize
 from cnnlab.inspect.maps import evaluating
 from cnnlab.spec import Net
 
 
 @torch.no_grad()
 def embed(
-    model: Net, images: torch.Tensor, norm: Normalise, batch_size: int = 1000
+    model: Net, images: torch.Tensor, norm: Normalize, batch_size: int = 1000
 ) -> torch.Tensor:
     """Penultimate features (N, D) for uint8 images, in batches so memory stays bounded."""
     names = [n for n, _ in model.named_children()]
@@ -43,7 +43,7 @@ def nearest(
 
 
 def neighbours(
-    model: Net, image: torch.Tensor, bank: torch.Tensor, norm: Normalise, k: int = 8
+    model: Net, image: torch.Tensor, bank: torch.Tensor, norm: Normalize, k: int = 8
 ) -> dict:
     """k nearest of a uint8 image (C, H, W) among bank (N, C, H, W) in features and in pixels."""
     feats = embed(model, bank, norm)

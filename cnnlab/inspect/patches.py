@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.infer import Normalise
+from cnnlab.infer import Normalize
 from cnnlab.inspect.maps import check_layer, evaluating
 from cnnlab.spec import Net
 from cnnlab.summary import Field, receptive_fields
@@ -69,7 +69,7 @@ def _merge(best: tuple | None, values: torch.Tensor, images: torch.Tensor,
 
 @torch.no_grad()
 def top_activations(
-    model: Net, images: torch.Tensor, norm: Normalise, layers: list[str], k: int = 9
+    model: Net, images: torch.Tensor, norm: Normalize, layers: list[str], k: int = 9
 ) -> dict[str, Top]:
     """For each layer, each channel's k most exciting images among uint8 `images` (N, C, H, W)."""
     if len(images) == 0:

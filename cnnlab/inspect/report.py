@@ -14,7 +14,7 @@ import yaml
 
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data.images import png_data_url
-from cnnlab.evaluate import eval_data, metrics, normaliser, plot_confusion
+from cnnlab.evaluate import eval_data, metrics, normalizer, plot_confusion
 from cnnlab.infer import logits
 from cnnlab.inspect import draw
 from cnnlab.inspect.attribute import applicable
@@ -46,7 +46,7 @@ def _img(path: Path, alt: str) -> str:
 
 def _wrong(ckpt: Checkpoint, data) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities of every image, and the indices of the misclassified ones."""
-    probs = logits(ckpt.model, data.images, normaliser(ckpt)).softmax(1)
+    probs = logits(ckpt.model, data.images, normalizer(ckpt)).softmax(1)
     return probs, torch.nonzero(probs.argmax(1) != data.labels).flatten()
 
 
@@ -94,7 +94,7 @@ def _attribution_section(ckpt: Checkpoint, data, probs, wrong, tmp: Path) -> str
 
 def _sparsity_table(ckpt: Checkpoint, data) -> str:
     images = data.images[sample(len(data), SPARSITY_SAMPLE)]
-    zeros = sparsity(ckpt.model, images, normaliser(ckpt))
+    zeros = sparsity(ckpt.model, images, normalizer(ckpt))
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{html.escape(ckpt.model.kinds[name])}</td>"
         f'<td>{100 * z:.1f}%</td><td><div class="bar" style="width:{200 * z:.0f}px"></div></td></tr>'

@@ -8,14 +8,14 @@ from __future__ import annotations
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.infer import Normalise
+from cnnlab.infer import Normalize
 from cnnlab.inspect.maps import evaluating
 from cnnlab.inspect.patches import chunk_size
 from cnnlab.spec import Net
 
 
 @torch.no_grad()
-def sparsity(model: Net, images: torch.Tensor, norm: Normalise) -> dict[str, float]:
+def sparsity(model: Net, images: torch.Tensor, norm: Normalize) -> dict[str, float]:
     """Layer name -> fraction of its outputs that are exactly 0, over uint8 images (N, C, H, W)."""
     if len(images) == 0:
         raise CnnlabError("no images to measure sparsity on")

@@ -163,8 +163,11 @@ def _pool(f, shape, spec):
             pad if rank == 2 else pad[0],
             **kwargs,
         ), (shape[0], *out)
-    if rank != 2 or ceil:
-        raise ValueError(f"{mode} pooling supports 2-D inputs with exact or floor rounding")
+    if ceil:
+        raise ValueError(f"{mode} pooling supports exact or floor rounding")
+    if rank == 1:
+        cls = L.SumPool1d if mode == "sum" else L.StochasticPool1d
+        return cls(k[0], s[0], pad[0]), (shape[0], *out)
     cls = L.SumPool2d if mode == "sum" else L.StochasticPool2d
     return cls(tuple(k), tuple(s), tuple(pad)), (shape[0], *out)
 

@@ -101,6 +101,29 @@ class SumPool2d(nn.Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
+class SumPool1d(SumPool2d):
+    """Sum pooling of (N, C, L) sequences: the 2-D layer on (N, C, 1, L), windows of 1 x k."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum_pool2d(
+            x[:, :, None], (1, self.kernel_size), (1, self.stride), (0, self.padding)
+        )[:, :, 0]
+
+
+class StochasticPool1d(StochasticPool2d):
+    """Stochastic pooling of (N, C, L) sequences: the 2-D layer on (N, C, 1, L), windows of 1 x k."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return stochastic_pool2d(
+            x[:, :, None],
+            (1, self.kernel_size),
+            (1, self.stride),
+            (0, self.padding),
+            self.training,
+            self.generator,
+        )[:, :, 0]
+
+
 def channel_max_pool(x: torch.Tensor, group: int) -> torch.Tensor:
     """Cross-channel (maxout) pooling: the max over each run of `group` adjacent channels."""
     n, c = x.shape[:2]

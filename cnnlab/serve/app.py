@@ -52,7 +52,7 @@ from cnnlab.checkpoint import Checkpoint
 from cnnlab.data.images import FORMATS, KEPT_MODES, SIXTEEN_BIT, eight_bit, png_data_url
 from cnnlab.data.prepare import for_model
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import normaliser, top_k
+from cnnlab.evaluate import normalizer, top_k
 from cnnlab.inspect.attribute import METHODS, SIGNED, attribute, check_gradcam_layer
 from cnnlab.inspect.maps import conv_layers, evaluating, kernels, producing_conv
 from cnnlab.inspect.saliency import saliency
@@ -298,7 +298,7 @@ class Service:
     def __init__(self, ckpt: Checkpoint, max_pixels: int):
         self.ckpt, self.max_pixels = ckpt, max_pixels
         self.model = ckpt.model.eval()
-        self.norm = normaliser(ckpt)
+        self.norm = normalizer(ckpt)
         self.summary = summarize(self.model)  # before freezing, so it counts what trained
         self.model.requires_grad_(False)
         channels, *sides = ckpt.meta["input_shape"]

@@ -136,6 +136,7 @@ class Trainer:
             "std": data.norm.std,
             "preprocess": data.preprocess,
             "input_recipe": data.recipe,
+            "input_dtype": data.train.dtype,  # uint8 pixels (/255) or float32 values as they are
             "data": self.cfg.data,
             "config": asdict(self.cfg),
             "epoch": self.epoch,

@@ -79,8 +79,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _data_options(cfg: TrainConfig, size: tuple[int, int] | None, channels: int | None) -> dict:
-    return {"channels": channels, "size": size, "skip_bad": cfg.skip_bad}
+def _data_options(
+    cfg: TrainConfig, size: tuple[int, int] | None, channels: int | None, model: Net
+) -> dict:
+    return {"channels": channels, "size": size, "skip_bad": cfg.skip_bad,
+            "sequences": not _spatial(model)}  # fmt: skip
 
 
 def _spatial(model: Net) -> bool:
@@ -96,6 +99,12 @@ def fit_to_data(cfg: TrainConfig, model: Net, data: ImageSet, say) -> Net:
     """The model rebuilt where the data decides: its class count (unless --classes pinned one)
     and, for a model trained from scratch, its input channels (unless --input pinned them)."""
     classes, spec, changes = len(data.classes), model.spec, []
+    if len(data.shape) != len(model.input_shape):
+        kind = "sequences (C, L)" if len(data.shape) == 2 else "images (C, H, W)"
+        raise CnnlabError(
+            f"{data.source}: holds {kind} of {'x'.join(map(str, data.shape))}, but {cfg.model} "
+            f"takes {'x'.join(map(str, model.input_shape))}"
+        )
     if spec["classes"] != classes:
         if cfg.classes is not None:
             raise CnnlabError(
@@ -109,6 +118,14 @@ def fit_to_data(cfg: TrainConfig, model: Net, data: ImageSet, say) -> Net:
     if _spatial(model) and data.shape[0] != shape[0] and cfg.input is None:
         changes.append(f"its input for {data.shape[0]}-channel images")
         spec = retarget(spec, input_shape=(data.shape[0], *shape[1:]))
+    elif not _spatial(model) and tuple(data.shape) != tuple(shape):  # sequences are not resized
+        if cfg.input is not None:
+            raise CnnlabError(
+                f"{data.source}: sequences of {'x'.join(map(str, data.shape))}, but --input "
+                f"{cfg.input}"
+            )
+        changes.append(f"its input for sequences of {'x'.join(map(str, data.shape))}")
+        spec = retarget(spec, input_shape=tuple(data.shape))
     if not changes:
         return model
     say(f"{cfg.model}: rebuilt " + " and ".join(changes))
@@ -181,7 +198,7 @@ def prepare(cfg: TrainConfig, say=print) -> Prepared:
     weights_first = cfg.init is not None or checkpoint is not None
     size = parse_size(cfg.size) or (tuple(model.input_shape[1:]) if _spatial(model) else None)
     channels = cfg.channels or (model.input_shape[0] if weights_first and _spatial(model) else None)
-    options = _data_options(cfg, size, channels)
+    options = _data_options(cfg, size, channels, model)
     full = load_data(cfg.data, "train", **options)
     test = load_data(cfg.data, "test", required=False, **options)
     for found in (full, test):
@@ -283,6 +300,7 @@ def _assemble(cfg: TrainConfig, run: RunDir, resuming: bool) -> Trainer:
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if world.size > 1 else model
     loss_fn = make_loss(cfg.loss, cfg.label_smoothing)
     augment = parse_augment(cfg.augment)
+    augment.check(p.train.images, cfg.augment)
     if any(name == "pca" for name, _ in augment.ops):
         augment.pca_basis = pca_basis(p.train.images)
     batches = Batches(p.train, cfg.batch_size, world, p.device)

@@ -45,8 +45,8 @@ class Step:
         self.rate.apply(0)
 
     def inputs(self, raw: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """uint8 batch -> augmented, normalised float batch in the model's memory layout."""
-        x = raw.float() / 255
+        """uint8 (or float32) batch -> augmented, normalised float batch in the model's layout."""
+        x = raw.float() / 255 if raw.dtype == torch.uint8 else raw
         if self.augment:
             x = self.augment(x, gen)
         x = self.norm(x)

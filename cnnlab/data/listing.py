@@ -1,0 +1,81 @@
+"""Listing an image folder: one sub-folder per class, files sorted, each with its size and
+modification time (what the decoded cache is keyed by), with one scan and one stat per file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+
+from cnnlab.data.images import EXTENSIONS
+from cnnlab.errors import CnnlabError
+
+
+def class_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise CnnlabError(f"{root}: not a directory")
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not dirs:
+        raise CnnlabError(f"{root}: no class sub-folders (expected ROOT/<class>/<image>)")
+    return dirs
+
+
+@dataclass
+class Listing:
+    """Every image file under a folder's class sub-folders, in sorted order, with its class,
+    size in bytes and modification time (what the decoded cache is keyed by)."""
+
+    paths: list[str]
+    labels: list[int]
+    sizes: list[int]
+    mtimes: list[int]
+    classes: list[str]
+
+
+def _files_under(directory: str) -> Iterator[os.DirEntry]:
+    """The files below `directory` in the order of sorted(Path(directory).rglob("*")): names
+    sorted at every level, symlinked files followed, symlinked folders not entered."""
+    try:
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=attrgetter("name"))
+    except PermissionError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _files_under(entry.path)
+        elif entry.is_file():
+            yield entry
+
+
+def _suffix(name: str) -> str:
+    """Path(name).suffix, lower-cased: a leading or trailing dot makes no suffix."""
+    i = name.rfind(".")
+    return name[i:].lower() if 0 < i < len(name) - 1 else ""
+
+
+def _size_and_mtime(entry: os.DirEntry) -> tuple[int, int]:
+    try:
+        st = entry.stat()
+    except OSError:  # gone since the listing: reported by name when it is read
+        return -1, 0
+    return st.st_size, st.st_mtime_ns
+
+
+def scan(root: Path) -> Listing:
+    """List a folder's images with their sizes and modification times (one stat per file)."""
+    dirs = class_dirs(root)
+    listing = Listing([], [], [], [], [d.name for d in dirs])
+    for label, d in enumerate(dirs):
+        files = [e for e in _files_under(str(d)) if _suffix(e.name) in EXTENSIONS]
+        stats = [_size_and_mtime(e) for e in files]
+        listing.paths += [e.path for e in files]
+        listing.labels += [label] * len(files)
+        listing.sizes += [n for n, _ in stats]
+        listing.mtimes += [t for _, t in stats]
+    if not listing.paths:
+        raise CnnlabError(
+            f"{root}: no images ({', '.join(sorted(EXTENSIONS))}) in its class folders"
+        )
+    return listing
