@@ -134,7 +134,7 @@ def _scaled(a: np.ndarray, mode: str, name: str) -> np.ndarray:
 
 def is_gray(img: Image.Image) -> bool:
     if img.mode == "P":
-        palette = np.asarray(img.convert("RGB"))
+        palette = np.asarray(img.convert("RGBA"))  # (to RGB warns of a transparent palette)
         return bool(
             (palette[..., 0] == palette[..., 1]).all()
             and (palette[..., 1] == palette[..., 2]).all()
