@@ -183,7 +183,7 @@ def child_train(folder: str, read: int | None, model: str, batch: int, steps: in
 
 
 def child_baseline_train(folder: str, read: int | None, model: str, batch: int, steps: int):
-    """images/s of a plain loop fed by the baseline DataLoader, same model and optimiser."""
+    """images/s of a plain loop fed by the baseline DataLoader, same model and optimizer."""
     import torch
     import torch.nn.functional as F
 

@@ -74,8 +74,7 @@ def format_matrix(a: np.ndarray, title: str) -> str:
 
 def save_result(result: np.ndarray, path: str | os.PathLike) -> Path:
     """Scale to 0..255 (clipping, as a viewer would) and save as an image."""
-    from PIL import Image
+    from cnnlab.data.images import save_array
 
-    img = np.clip(result, 0, 255).astype(np.uint8)
-    Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(path)
+    save_array(np.clip(result, 0, 255).astype(np.uint8), path)
     return Path(path)

@@ -15,7 +15,7 @@ from cnnlab.evaluate import normalizer
 from cnnlab.inspect import figures
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.neighbors import neighbours
-from cnnlab.inspect.optimise import invert, maximize
+from cnnlab.inspect.optimize import invert, maximize
 from cnnlab.inspect.saliency import saliency
 from cnnlab.train import TrainConfig, train
 
@@ -249,3 +249,11 @@ def test_cli_errors_list_what_exists(mnist_run, tmp_path):
     assert (
         out.returncode == 1 and "no layer 'fc9'; layers: conv1, relu1, pool1, dense1" in out.stderr
     )
+
+
+def test_figure_titles_show_class_names_as_typed_not_as_mathtext(tmp_path):
+    from cnnlab.inspect import draw
+
+    name = r"$\notacommand{x}$"  # mathtext would raise on this when the figure is saved
+    [page] = draw.grid([(name, np.zeros((4, 4)))], tmp_path / "g.png", title=name)
+    assert page.stat().st_size > 0

@@ -9,7 +9,7 @@ from cnnlab.inspect.attribute import METHODS, attribute
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import feature_maps, kernels
 from cnnlab.inspect.neighbors import embed, neighbours
-from cnnlab.inspect.optimise import invert, maximize
+from cnnlab.inspect.optimize import invert, maximize
 from cnnlab.inspect.patches import top_activations
 from cnnlab.inspect.saliency import saliency
 from cnnlab.inspect.sparsity import sparsity

@@ -179,7 +179,7 @@ def inspect_neighbors(run, image, data, k, out):
 @click.option("--seed", default=0, type=int, **SHOW)
 @OUT
 def inspect_invert(run, image, layer, steps, seed, out):
-    """Code inversion: an input optimised from noise to reproduce a layer's features."""
+    """Code inversion: an input optimized from noise to reproduce a layer's features."""
     from cnnlab.inspect.figures import invert_figure
 
     said(

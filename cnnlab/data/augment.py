@@ -129,19 +129,23 @@ def _pca(aug, x, arg, gen):
     return (x + shift[:, :, None, None]).clamp(0, 1)
 
 
-def _gaussian_blur(field: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=field.dtype)
+def gaussian_blur(
+    x: torch.Tensor, sigma: float, radius: int | None = None, padding: str = "reflect"
+) -> torch.Tensor:
+    """Each channel of (N, C, H, W) blurred by a Gaussian of std sigma, as two 1-D passes;
+    the kernel reaches 3 sigma unless radius says."""
+    radius = radius or max(1, int(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
-    c = field.shape[1]
-    field = F.conv2d(
-        F.pad(field, (radius, radius, 0, 0), mode="reflect"),
+    c = x.shape[1]
+    x = F.conv2d(
+        F.pad(x, (radius, radius, 0, 0), mode=padding),
         k.view(1, 1, 1, -1).repeat(c, 1, 1, 1),
         groups=c,
     )
     return F.conv2d(
-        F.pad(field, (0, 0, radius, radius), mode="reflect"),
+        F.pad(x, (0, 0, radius, radius), mode=padding),
         k.view(1, 1, -1, 1).repeat(c, 1, 1, 1),
         groups=c,
     )
@@ -152,7 +156,7 @@ def _elastic(aug, x, arg, gen):
     alpha, sigma = parts[0], parts[1] if len(parts) > 1 else 4.0
     n, _, h, w = x.shape
     disp = torch.rand(n, 2, h, w, generator=gen) * 2 - 1
-    disp = _gaussian_blur(disp, sigma) * alpha  # pixels
+    disp = gaussian_blur(disp, sigma) * alpha  # pixels
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij"
     )

@@ -159,16 +159,20 @@ def to_array(img: Image.Image, channels: int, size: tuple[int, int] | None = Non
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def png_data_url(arr: np.ndarray) -> str:
-    """A uint8 image, (H, W) or (C, H, W) with C in 1 or 3, as a PNG data URL for HTML."""
+def to_pil(arr: np.ndarray) -> Image.Image:
+    """A uint8 image, (H, W) or (C, H, W) with C in 1 or 3, as a Pillow image (L or RGB)."""
     if arr.ndim == 3:
         arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
+    return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+
+
+def png_data_url(arr: np.ndarray) -> str:
+    """A uint8 image, (H, W) or (C, H, W) with C in 1 or 3, as a PNG data URL for HTML."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8)).save(buf, format="PNG")
+    to_pil(arr).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def save_array(arr: np.ndarray, path: str | os.PathLike) -> None:
     """Save a uint8 (C, H, W) array as an image file (format from the suffix)."""
-    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
-    img.save(Path(path))
+    to_pil(arr).save(Path(path))

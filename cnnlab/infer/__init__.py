@@ -73,18 +73,13 @@ def conform(images: torch.Tensor, recipe: dict, source: str) -> torch.Tensor:
 def convert_images(images: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """uint8 (N, C, H, W) to `channels` and `size`, image by image with Pillow, exactly as image
     files are read (gray to RGB repeats the plane; RGB to gray is Pillow's luminance)."""
-    from PIL import Image
 
-    from cnnlab.data.images import to_array
+    from cnnlab.data.images import to_array, to_pil
 
     arrays = images.numpy()
     if arrays.shape[1] not in (1, 3):
         raise CnnlabError(f"cannot convert images of {arrays.shape[1]} channels to {channels}")
-    gray = arrays.shape[1] == 1
-    out = [
-        to_array(Image.fromarray(a[0] if gray else a.transpose(1, 2, 0)), channels, size)
-        for a in arrays
-    ]
+    out = [to_array(to_pil(a), channels, size) for a in arrays]
     return torch.from_numpy(np.stack(out)) if out else images.new_empty((0, channels, *size))
 
 

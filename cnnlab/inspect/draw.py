@@ -42,7 +42,7 @@ def show(ax, a: np.ndarray, cmap: str, signed: bool = False, title: str = ""):
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=7)
+        ax.set_title(title, fontsize=7, parse_math=False)
     return im
 
 
@@ -65,7 +65,7 @@ def grid(panels: list[tuple[str, np.ndarray]], path: str | os.PathLike, title: s
             ax.axis("on")
             im = show(ax, a, cmap, signed, label)
         suffix = f" (page {n} of {len(pages)})" if len(pages) > 1 else ""
-        fig.suptitle(title + suffix, fontsize=10)
+        fig.suptitle(title + suffix, fontsize=10, parse_math=False)
         if colorbar and im is not None:
             fig.colorbar(im, ax=axes, shrink=0.8, label=colorbar)
         out = path if len(pages) == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
@@ -90,7 +90,7 @@ def side_by_side(panels: list[tuple[str, np.ndarray, str]], path: str | os.PathL
         show(ax, image, "gray", title="overlay")
         im = ax.imshow(heat, cmap=ACTIVATION, alpha=0.55, interpolation="bilinear")
         fig.colorbar(im, ax=ax, shrink=0.75)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, parse_math=False)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)

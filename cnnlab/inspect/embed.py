@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from cnnlab.data.images import png_data_url
+from cnnlab.data.images import png_data_url, to_pil
 from cnnlab.errors import CnnlabError
 from cnnlab.inspect import draw
 
@@ -73,7 +72,7 @@ def _thumb(image: np.ndarray) -> str:
     """A uint8 (C, H, W) image as a PNG data URL no larger than THUMB on a side."""
     if max(image.shape[1:]) <= THUMB:
         return png_data_url(image)
-    pil = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+    pil = to_pil(image)
     pil.thumbnail((THUMB, THUMB))
     a = np.asarray(pil)
     return png_data_url(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))

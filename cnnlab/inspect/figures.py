@@ -26,7 +26,7 @@ from cnnlab.inspect.attribute import (
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import conv_layers, feature_maps, kernels
 from cnnlab.inspect.neighbors import neighbours
-from cnnlab.inspect.optimise import invert, maximize
+from cnnlab.inspect.optimize import invert, maximize
 from cnnlab.inspect.patches import sample
 from cnnlab.inspect.saliency import saliency
 
@@ -227,7 +227,7 @@ def draw_attributions(rows: list[tuple[str, np.ndarray, dict[str, np.ndarray]]],
             axes[per * n + 1][0].set_visible(False)
         else:
             _attribution_row(axes[n], image, maps, label, overlay=True)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, parse_math=False)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)

@@ -3,7 +3,7 @@
     config.py    TrainConfig and the one validation step for flags and config files
     setup.py     TrainConfig -> data, model, device, process group -> Trainer; train(), resume()
     batches.py   where a step's images come from (memory, DataLoader workers, torchrun shards)
-    step.py      one step: forward, loss, backward, optimiser, weight average, curvature probe
+    step.py      one step: forward, loss, backward, optimizer, weight average, curvature probe
     loop.py      the epoch loop: evaluation, checkpoints, resume state, metrics
     rundir.py    the run directory: claimed, locked, written atomically
     state.py     every object's state_dict in one safetensors file

@@ -13,7 +13,7 @@ from cnnlab.errors import CnnlabError
 class WeightAverage:
     """An exponential moving average of a model's weights, kept in a copy of the model.
 
-    After every optimiser step the copy moves a fraction 1 - d of the way to the live
+    After every optimizer step the copy moves a fraction 1 - d of the way to the live
     weights, with d = min(decay, (1 + t) / (10 + t)) so the average does not drag the
     random initialisation along early on. Evaluating the average instead of the last
     iterate removes most of SGD's step-to-step noise: the test accuracy climbs smoothly

@@ -21,7 +21,7 @@ from cnnlab.model import zoo
 from cnnlab.model.bounds import MAX_SPEC_BYTES
 from cnnlab.model.reading import load_yaml
 
-# optimiser -> (default learning rate, how it is built): "sgd" with momentum / Nesterov flags is
+# optimizer -> (default learning rate, how it is built): "sgd" with momentum / Nesterov flags is
 # cnnlab's own step (see optim.SGD); anything else is the torch.optim class of that name.
 OPTIMIZERS: dict[str, tuple[float, dict]] = {
     "sgd": (0.05, {"momentum": False}),

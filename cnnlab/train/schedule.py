@@ -40,7 +40,7 @@ def lr_factor(
 class LearningRate:
     """The rate of every step: a base rate (fixed, or 0.9/lambda_max under --lr auto) times the
     schedule's factor, times a parameter group's own `lr_scale` (--lr-head), written into the
-    optimiser's parameter groups."""
+    optimizer's parameter groups."""
 
     def __init__(self, optimizer, base: float, factor: Callable[[int], float]):
         self.optimizer, self.base, self.factor = optimizer, base, factor

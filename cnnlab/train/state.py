@@ -1,6 +1,6 @@
 """Training state as one file: nested state dicts of tensors and plain values <-> safetensors.
 
-Every object that a resumed run needs (model, optimiser, weight average, curvature tracker,
+Every object that a resumed run needs (model, optimizer, weight average, curvature tracker,
 progress) hands over its `state_dict()`; `save_state` writes all of them into ONE safetensors
 file, the tensors as entries and the rest as JSON in its header, so a crash can never leave
 half of a resume state beside the other half. Nothing is unpickled on the way back.

@@ -1,4 +1,4 @@
-"""One training step: prepare the batch, forward, loss, backward, optimiser, weight average,
+"""One training step: prepare the batch, forward, loss, backward, optimizer, weight average,
 curvature probe and the next step's learning rate."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Step:
         self.net, self.loss_fn, self.optimizer, self.rate = net, loss_fn, optimizer, rate
         self.augment, self.norm, self.channels_last = augment, norm, channels_last
         self.average, self.tracker, self.amp_dtype = average, tracker, amp_dtype
-        self.count = 0  # optimiser steps taken over the whole run
+        self.count = 0  # optimizer steps taken over the whole run
         self.rate.apply(0)
 
     def inputs(self, raw: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
