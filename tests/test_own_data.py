@@ -273,3 +273,34 @@ def test_init_takes_a_torchvision_layout_file_and_rebuilds_the_head(tmp_path, ca
         "re-initialised, shapes differ (2): "
         "dense1.weight [4, 512] vs [1000, 512], dense1.bias [4] vs [1000]" in out
     )
+
+
+def test_the_server_reads_an_upload_by_the_checkpoints_recipe_as_predict_does(tmp_path):
+    """12x12 training images into a 16x16 model are zero-padded, not stretched: in the server too."""
+    import base64
+    import io
+    import urllib.request
+
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.infer.evaluate import prepare_image
+    from tests.conftest import make_tiny_idx
+    from tests.serve_helpers import running_server
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("input: [1, 16, 16]\nclasses: 4\nlayers:\n  - {type: conv, filters: 4, kernel: 3}\n"
+                    "  - {type: relu}\n  - {type: dense}\n")  # fmt: skip
+    train(TrainConfig(model=str(spec), data=str(make_tiny_idx(tmp_path / "data")), epochs=1,
+                      augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.meta["input_recipe"]["pad"] == [2, 2]
+    upload = tmp_path / "white.png"
+    Image.new("L", (12, 12), 255).save(upload)
+    want = prepare_image(ckpt, upload)
+    assert want[0, 2:14, 2:14].min() == 255 and want[0, :2].max() == 0  # padded, not resized
+    with running_server(tmp_path / "run") as (base, _):
+        req = urllib.request.Request(base + "/api/predict", data=upload.read_bytes(),
+                                     headers={"Content-Type": "image/png"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=60) as r:
+            answer = json.load(r)
+    png = base64.b64decode(answer["input"].split(",", 1)[1])
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)))[None], want)

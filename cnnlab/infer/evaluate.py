@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data import load_data
@@ -161,7 +162,12 @@ def prepare_image(
     input as it is ((C, L) or (C, H, W), in the training set's dtype)."""
     if not isinstance(source, bytes) and Path(source).suffix.lower() == ".npy":
         return read_sample(source, tuple(ckpt.meta["input_shape"]), input_dtype(ckpt))
-    img = open_image(source, name, max_pixels)
+    return fit_picture(ckpt, open_image(source, name, max_pixels))
+
+
+def fit_picture(ckpt: Checkpoint, img: Image.Image) -> np.ndarray:
+    """An opened picture -> uint8 (C, H, W) by the checkpoint's recipe: MNIST's digit recipe,
+    or the channels, size and padding its training images were read with."""
     preprocess, recipe = ckpt.meta.get("preprocess", "resize"), input_recipe(ckpt)
     if preprocess == "mnist-digit" or recipe is None:
         return for_model(img, preprocess, tuple(ckpt.meta["input_shape"]))

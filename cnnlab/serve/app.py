@@ -50,9 +50,9 @@ from starlette.staticfiles import StaticFiles
 
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data.images import FORMATS, KEPT_MODES, SIXTEEN_BIT, eight_bit, png_data_url
-from cnnlab.data.prepare import for_model
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import normalizer, top_k
+from cnnlab.infer.evaluate import fit_picture
 from cnnlab.inspect.attribute import METHODS, SIGNED, attribute, check_gradcam_layer
 from cnnlab.inspect.maps import conv_layers, evaluating, kernels, producing_conv
 from cnnlab.inspect.saliency import saliency
@@ -313,8 +313,7 @@ class Service:
 
     def prepare(self, data: bytes) -> tuple[np.ndarray, torch.Tensor]:
         img = open_upload(data, self.max_pixels, self.side, self.mode)
-        meta = self.ckpt.meta
-        prepared = for_model(img, meta.get("preprocess", "resize"), tuple(meta["input_shape"]))
+        prepared = fit_picture(self.ckpt, img)  # the recipe `predict` applies to a file
         return prepared, self.norm(torch.from_numpy(prepared)[None])
 
     def predict(self, data: bytes, k: int) -> dict:
