@@ -53,11 +53,11 @@ def main() -> None:
         for seed in seeds:
             small = digit_folder(root / f"digits-{seed}", 20, seed=seed)
             held_out = digit_folder(root / f"test-{seed}", 20, seed=100 + seed)
-            for label, init in (
-                ("from MNIST (--init)", str(root / "mnist")),
-                ("from scratch", None),
+            for name, label, init in (
+                ("tuned", "from MNIST (--init)", str(root / "mnist")),
+                ("scratch", "from scratch", None),
             ):
-                out = root / f"{label[:4]}-{seed}"
+                out = root / f"{name}-{seed}"
                 train(TrainConfig(data=str(small), init=init, seed=seed, out=str(out), **RECIPE))
                 rows[label].append(accuracy(out, held_out))
     print(f"\n{'200 printed digits, 15 epochs':<32} {'test accuracy (median)':>24}  per seed")

@@ -254,7 +254,33 @@ def check_meta(meta: dict[str, Any], spec: dict, path: Path) -> None:
                             ("epoch", int, "an integer")):  # fmt: skip
         if key in meta and not isinstance(meta[key], kind):
             _fail(path, key, what, meta[key])
+    if meta.get("input_dtype", "uint8") not in ("uint8", "float32"):
+        _fail(path, "input_dtype", "uint8 or float32", meta["input_dtype"])
+    _check_recipe(meta.get("input_recipe"), spec["input"], path)
     _check_history(meta.get("history", []), path)
+
+
+def _check_recipe(recipe: Any, shape: list, path: Path) -> None:
+    """input_recipe: how pictures are read for this model, or null. Its size plus padding on
+    both sides must give the model's input size, with its channel count."""
+    if recipe is None:
+        return
+    want = "null or {channels, size: [H, W], pad: [PH, PW]} that make the input " + "x".join(
+        map(str, shape)
+    )
+    try:
+        size, pad = list(recipe["size"]), list(recipe["pad"])
+        fits = (
+            len(shape) == 3
+            and recipe["channels"] == shape[0]
+            and all(isinstance(v, int) and v >= 0 for v in size + pad)
+            and [s + 2 * p for s, p in zip(size, pad, strict=True)] == list(shape[1:])
+            and min(size) > 0
+        )
+    except (TypeError, KeyError, ValueError):
+        fits = False
+    if not fits:
+        _fail(path, "input_recipe", want, recipe)
 
 
 def _check_history(history: Any, path: Path) -> None:

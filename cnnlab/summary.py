@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from cnnlab import layers as L
-from cnnlab.spec import Net
+from cnnlab.model.net import Net
 
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, L.SumPool2d, L.StochasticPool2d)
 GLOBAL = (

@@ -1,7 +1,7 @@
 """The `cnnlab` command. Each subcommand parses flags and calls the library; no logic lives here.
 
 root.py        the group, one-line errors, options and defaults the commands share
-data.py        data fetch / info / convert
+data.py        data fetch / info / convert / make-signals
 models.py      zoo, summary, gradcheck
 training.py    train, eval, predict
 shipping.py    export, serve

@@ -11,7 +11,7 @@ from cnnlab.errors import CnnlabError
 @cli.command("zoo")
 def zoo_cmd() -> None:
     """List the architectures shipped with cnnlab."""
-    from cnnlab import zoo
+    from cnnlab.model import zoo
 
     names = zoo.names()
     width = max(map(len, names))
@@ -53,8 +53,8 @@ def _measured_images(ref: str, net, data: str, count: int):
     from cnnlab.checkpoint import is_checkpoint, load_checkpoint
     from cnnlab.data import load_data
     from cnnlab.data.dataset import ImageSet
-    from cnnlab.evaluate import load_for, normalizer
     from cnnlab.infer import Normalize, fit_images
+    from cnnlab.infer.evaluate import load_for, normalizer
     from cnnlab.inspect.patches import sample
 
     if len(net.input_shape) != 3:

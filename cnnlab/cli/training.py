@@ -33,7 +33,10 @@ def _train_option(name: str, help: str | None = None, choices=None, **kw):
 
 @cli.command("train")
 @_train_option("model", "Zoo name, spec file, or checkpoint to start from.")
-@_train_option("data", "mnist, an image folder, an IDX pair or directory, or CIFAR-10 batches.")
+@_train_option(
+    "data",
+    "mnist, an image folder, an IDX pair or directory, CIFAR-10 batches, FILE.npz or X.npy,Y.npy.",
+)
 @_train_option("epochs")
 @_train_option("batch_size")
 @_train_option("optimizer", choices=OPTIMIZERS)

@@ -166,15 +166,17 @@ def prepare_image(
 
 
 def fit_picture(ckpt: Checkpoint, img: Image.Image) -> np.ndarray:
-    """An opened picture -> uint8 (C, H, W) by the checkpoint's recipe: MNIST's digit recipe,
-    or the channels, size and padding its training images were read with."""
+    """An opened picture -> (C, H, W) by the checkpoint's recipe: MNIST's digit recipe, or the
+    channels, size and padding its training images were read with; uint8, or float32 for a
+    model trained on float arrays."""
     preprocess, recipe = ckpt.meta.get("preprocess", "resize"), input_recipe(ckpt)
     if preprocess == "mnist-digit" or recipe is None:
-        return for_model(img, preprocess, tuple(ckpt.meta["input_shape"]))
-    ph, pw = recipe["pad"]
-    return np.pad(
-        to_array(img, recipe["channels"], tuple(recipe["size"])), ((0, 0), (ph, ph), (pw, pw))
-    )
+        pixels = for_model(img, preprocess, tuple(ckpt.meta["input_shape"]))
+    else:
+        (ph, pw), size = recipe["pad"], tuple(recipe["size"])
+        pixels = np.pad(to_array(img, recipe["channels"], size), ((0, 0), (ph, ph), (pw, pw)))
+    # a model trained on float arrays read pixels as the values 0..255, as `eval` gives them
+    return pixels.astype(np.float32) if input_dtype(ckpt) == "float32" else pixels
 
 
 def top_k(ckpt: Checkpoint, prepared: np.ndarray, k: int = 3) -> list[dict]:

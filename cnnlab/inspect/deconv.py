@@ -16,7 +16,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.inspect.attribute import hookable_copy
 from cnnlab.inspect.maps import check_layer, evaluating
-from cnnlab.spec import Net
+from cnnlab.model.net import Net
 
 
 def deconv(

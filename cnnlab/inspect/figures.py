@@ -12,8 +12,8 @@ from cnnlab.checkpoint import Checkpoint
 from cnnlab.data import load_data
 from cnnlab.data.dataset import ImageSet
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import load_for, normalizer, prepare_image, top_k
 from cnnlab.infer import fit_images, logits
+from cnnlab.infer.evaluate import load_for, normalizer, prepare_image, top_k
 from cnnlab.inspect import draw
 from cnnlab.inspect.attribute import (
     CONV_STAGES,

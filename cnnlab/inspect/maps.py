@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.layers import conv_of
-from cnnlab.spec import Net
+from cnnlab.model.layers import conv_of
+from cnnlab.model.net import Net
 
 
 def layer_names(model: Net) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 
 from cnnlab.infer import Normalize
 from cnnlab.inspect.maps import evaluating
-from cnnlab.spec import Net
+from cnnlab.model.net import Net
 
 
 @torch.no_grad()

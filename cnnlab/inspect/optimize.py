@@ -14,7 +14,7 @@ import torch
 from cnnlab.data.augment import gaussian_blur
 from cnnlab.errors import CnnlabError
 from cnnlab.inspect.maps import check_layer, evaluating
-from cnnlab.spec import Net
+from cnnlab.model.net import Net
 
 
 def _blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:

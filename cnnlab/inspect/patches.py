@@ -19,7 +19,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.infer import Normalize
 from cnnlab.inspect.maps import check_layer, evaluating
-from cnnlab.spec import Net
+from cnnlab.model.net import Net
 from cnnlab.summary import Field, receptive_fields
 
 CHUNK_BYTES = 256 << 20  # activations kept per chunk of images

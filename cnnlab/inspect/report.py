@@ -14,8 +14,8 @@ import yaml
 
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data.images import png_data_url
-from cnnlab.evaluate import eval_data, metrics, normalizer, plot_confusion
 from cnnlab.infer import logits
+from cnnlab.infer.evaluate import eval_data, metrics, normalizer, plot_confusion
 from cnnlab.inspect import draw
 from cnnlab.inspect.attribute import applicable
 from cnnlab.inspect.figures import (

@@ -11,7 +11,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.infer import Normalize
 from cnnlab.inspect.maps import evaluating
 from cnnlab.inspect.patches import chunk_size
-from cnnlab.spec import Net
+from cnnlab.model.net import Net
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from torch import nn
 from cnnlab import layers as L
 from cnnlab.errors import CnnlabError
 from cnnlab.inspect.maps import evaluating, layer_names
-from cnnlab.spec import Net
+from cnnlab.model.net import Net
 
 SOFTMAX = "@softmax"  # the probabilities after the last layer; '@' is in no layer name
 MAX_CHANNELS = 16  # input channels of a conv unit returned with their window and kernel

@@ -51,8 +51,7 @@ from starlette.staticfiles import StaticFiles
 from cnnlab.checkpoint import Checkpoint
 from cnnlab.data.images import FORMATS, KEPT_MODES, SIXTEEN_BIT, eight_bit, png_data_url
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import normalizer, top_k
-from cnnlab.infer.evaluate import fit_picture
+from cnnlab.infer.evaluate import fit_picture, normalizer, top_k
 from cnnlab.inspect.attribute import METHODS, SIGNED, attribute, check_gradcam_layer
 from cnnlab.inspect.maps import conv_layers, evaluating, kernels, producing_conv
 from cnnlab.inspect.saliency import saliency
@@ -296,6 +295,11 @@ class Service:
     """
 
     def __init__(self, ckpt: Checkpoint, max_pixels: int):
+        if len(ckpt.meta["input_shape"]) != 3:
+            raise CnnlabError(
+                f"{ckpt.path}: the server shows models of images (C, H, W); this one reads "
+                "sequences (C, L): use `cnnlab predict RUN SAMPLE.npy`"
+            )
         self.ckpt, self.max_pixels = ckpt, max_pixels
         self.model = ckpt.model.eval()
         self.norm = normalizer(ckpt)

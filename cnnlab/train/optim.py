@@ -1,4 +1,4 @@
-"""Optimisers by name: cnnlab's own SGD step, or a torch.optim class, as config.OPTIMIZERS says."""
+"""Optimizers by name: cnnlab's own SGD step, or a torch.optim class, as config.OPTIMIZERS says."""
 
 from __future__ import annotations
 

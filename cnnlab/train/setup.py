@@ -96,8 +96,9 @@ def base_model(cfg: TrainConfig) -> tuple[Net, dict | None]:
 
 
 def fit_to_data(cfg: TrainConfig, model: Net, data: ImageSet, say) -> Net:
-    """The model rebuilt where the data decides: its class count (unless --classes pinned one)
-    and, for a model trained from scratch, its input channels (unless --input pinned them)."""
+    """The model rebuilt where the data decides: its class count (unless --classes pinned one),
+    its input channels where the data's differ (unless --input pinned them; data read with
+    starting weights was already read at the model's channels) and a sequence model's length."""
     classes, spec, changes = len(data.classes), model.spec, []
     if len(data.shape) != len(model.input_shape):
         kind = "sequences (C, L)" if len(data.shape) == 2 else "images (C, H, W)"

@@ -192,3 +192,31 @@ def test_one_sample_for_predict(tmp_path):
     np.save(tmp_path / "p.npy", np.full((1, 8), 300.0))
     with pytest.raises(CnnlabError, match="pixel values must lie in 0..255"):
         read_sample(tmp_path / "p.npy", (1, 8), "uint8")
+
+
+def test_a_model_of_float_images_reads_a_picture_as_eval_reads_it(tmp_path):
+    """Pictures reach a model trained on float arrays as the values 0..255 on every path."""
+    from PIL import Image
+
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.evaluate import load_for, normalizer, prepare_image
+    from cnnlab.infer import logits
+    from cnnlab.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 1, 12, 12)).astype(np.float32)
+    data = _npz(tmp_path / "f.npz", x=x, y=np.arange(64) % 2)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("input: [1, 12, 12]\nclasses: 2\nlayers: [{type: dense}]\n")
+    train(TrainConfig(model=str(spec), data=data, epochs=1, batch_size=32, val_split=0.0,
+                      augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    ckpt = load_checkpoint(tmp_path / "run")
+    picture = rng.integers(0, 256, (12, 12), dtype=np.uint8)
+    for label in ("a", "b"):
+        (tmp_path / "pics" / label).mkdir(parents=True)
+        Image.fromarray(picture).save(tmp_path / "pics" / label / "p.png")
+    as_eval = load_for(ckpt, str(tmp_path / "pics"), "train").images[:1]
+    as_predict = torch.from_numpy(prepare_image(ckpt, tmp_path / "pics" / "a" / "p.png"))[None]
+    assert as_predict.dtype == torch.float32 and torch.equal(as_predict, as_eval)
+    norm = normalizer(ckpt)
+    assert torch.allclose(logits(ckpt.model, as_predict, norm), logits(ckpt.model, as_eval, norm))

@@ -130,6 +130,11 @@ def test_weights_of_the_wrong_shape_or_missing_are_named(ckpt):
         ({"config": []}, "field 'config': expected a mapping"),
         ({"channels": 3}, "field 'channels'"),
         ({"classes": ["a", "b", "c", "d", "e"]}, "field 'classes': expected 4 names"),
+        ({"input_dtype": "float64"}, "field 'input_dtype': expected uint8 or float32"),
+        ({"input_recipe": {"channels": 1, "size": [12, 12], "pad": [3, 3]}}, "field 'input_recipe': expected null or"),
+        ({"input_recipe": {"channels": 1, "size": [-2, 12], "pad": [7, 0]}}, "field 'input_recipe'"),
+        ({"input_recipe": {"channels": 1, "size": "12x12", "pad": [0, 0]}}, "field 'input_recipe'"),
+        ({"input_recipe": [1, 2]}, "field 'input_recipe'"),
     ],
 )  # fmt: skip
 def test_metadata_fields(ckpt, fields, message):
