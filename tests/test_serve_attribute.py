@@ -96,6 +96,7 @@ def test_every_body_form_and_the_class_and_layer_fields(served):
     ({"method": "saliency", "class": 1.5}, "field 'class' must be an integer"),
     ({"method": "gradcam", "layer": "conv7"}, "Grad-CAM: no layer 'conv7'; layers with spatial maps: conv1, relu1, pool1"),
     ({"method": "gradcam", "layer": "dense1"}, "Grad-CAM: no spatial maps in 'dense1'"),
+    ({"method": "saliency", "layer": "conv7"}, "Grad-CAM: no layer 'conv7'"),  # refused for any method
     ({"method": "gradcam", "layer": 3}, "field 'layer' must be a string"),
     ({"method": "gradcam", "layer": "x\n" * 20_000}, "Grad-CAM: no layer 'x x x"),
 ])  # fmt: skip

@@ -73,7 +73,7 @@ def _measured_images(ref: str, net, data: str, count: int):
         found = load("train")
     found = found.subset(sample(len(found), count))
     images = found.images if as_trained else fit_images(found.images, tuple(net.input_shape), found.source)  # fmt: skip
-    if ckpt is not None:
+    if as_trained:  # (a changed --input may change the channels the statistics are for)
         return images, normalizer(ckpt), found.source
     return images, Normalize(*ImageSet(images, found.labels, found.classes).stats()), found.source
 

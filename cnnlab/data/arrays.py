@@ -19,9 +19,11 @@ header says, so a bomb stops there.
 
 from __future__ import annotations
 
+import lzma
 import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -127,8 +129,9 @@ def read_npy(path: str | os.PathLike, kinds: str = VALUE_KINDS) -> np.ndarray:
         raise CnnlabError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _members(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a .npz file cnnlab knows, each read bounded (others are not read)."""
+def _members(path: Path, skip: set[str]) -> tuple[dict[str, np.ndarray], set[str]]:
+    """The arrays of a .npz file cnnlab knows, each read bounded, except those in `skip`
+    (others are never read); and the names of all the known arrays the file holds."""
     wanted = {"x": VALUE_KINDS, "y": VALUE_KINDS, "x_train": VALUE_KINDS, "y_train": VALUE_KINDS,
               "x_test": VALUE_KINDS, "y_test": VALUE_KINDS, "classes": "US", "layout": "US"}  # fmt: skip
     if not path.is_file():
@@ -137,14 +140,20 @@ def _members(path: Path) -> dict[str, np.ndarray]:
         with zipfile.ZipFile(path) as z:
             names = {info.filename: info for info in z.infolist()}
             found = {}
+            present = {key for key in wanted if key + ".npy" in names}
             for key, kinds in wanted.items():
-                if key + ".npy" in names:
+                if key in present and key not in skip:
                     with z.open(names[key + ".npy"]) as f:
                         found[key] = read_array(f, f"{path}: array '{key}'", kinds)
             if not found:
                 shown = ", ".join(n.removesuffix(".npy") for n in sorted(names)[:8])
                 raise CnnlabError(f"{path}: no array x or y (it holds: {shown or 'nothing'})")
-            return found
+            return found, present
+    except CnnlabError:
+        raise
+    except (zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError) as e:
+        # a damaged deflate stream, an encrypted member, a compression zipfile lacks
+        raise CnnlabError(f"{path}: a compressed array cannot be read ({_brief(e)})") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as e:
         raise CnnlabError(f"{path}: not a .npz file ({_brief(e)})") from None
     except OSError as e:
@@ -267,21 +276,28 @@ def load_arrays(data: str, split: str, sequences: bool | None = None) -> ImageSe
         names = read_names(classes_file, MAX_CLASSES) if classes_file.is_file() else None
         return to_set(read_npy(xs), read_npy(ys), names, data, sequences=sequences)
     path = Path(data)
-    found = _members(path)
-    if "x" in found and "x_train" in found:
+    # one split's images in memory, never both; every split's labels, for the class count
+    found, present = _members(path, {"x_test"} if split == "train" else {"x", "x_train"})
+    if "x" in present and "x_train" in present:
         raise CnnlabError(f"{path}: holds both x and x_train; keep one")
-    x, y = found.get("x", found.get("x_train")), found.get("y", found.get("y_train"))
-    if x is None or y is None:
+    if not ({"x", "x_train"} & present and {"y", "y_train"} & present):
         raise CnnlabError(f"{path}: needs arrays x and y (or x_train and y_train)")
-    if ("x_test" in found) != ("y_test" in found):
+    if ("x_test" in present) != ("y_test" in present):
         raise CnnlabError(f"{path}: x_test and y_test come together; it holds only one of them")
     classes = _class_names(found.get("classes"), f"{path}: array 'classes'")
     layout = _layout(found.get("layout"), f"{path}: array 'layout'")
+    y_train, y_test = found.get("y", found.get("y_train")), found.get("y_test")
+    if classes is None:  # as many as the largest label of either split says
+        labels = [
+            _class_indices(y, str(path)) for y in (y_train, y_test) if y is not None and y.size
+        ]
+        classes = [str(i) for i in range(max(int(v.max()) for v in labels) + 1)] if labels else None
     if split == "test":
-        if "x_test" not in found:
+        if "x_test" not in present:
             return None
-        x, y = found["x_test"], found["y_test"]
-    return to_set(x, y, classes, f"{path} ({split})", layout, sequences)
+        return to_set(found["x_test"], y_test, classes, f"{path} (test)", layout, sequences)
+    x = found.get("x", found.get("x_train"))
+    return to_set(x, y_train, classes, f"{path} ({split})", layout, sequences)
 
 
 # ---------------------------------------------------------------- writing

@@ -29,6 +29,7 @@ import PIL
 import torch
 
 from cnnlab.atomic import atomic_path
+from cnnlab.data.arrays import read_npy
 from cnnlab.data.listing import Listing
 from cnnlab.data.mnist import cache_dir
 from cnnlab.errors import CnnlabError
@@ -59,7 +60,7 @@ def key(root: Path, listing: Listing, recipe: dict) -> str:
     head = {"format": FORMAT, "pillow": PIL.__version__, "root": str(root.resolve()), **recipe}
     digest.update(json.dumps(head, sort_keys=True).encode())
     digest.update("\0".join(listing.paths).encode("utf-8", "surrogateescape"))
-    for column in (listing.labels, listing.sizes, listing.mtimes):
+    for column in (listing.labels, listing.sizes, listing.mtimes, listing.inodes, listing.ctimes):
         digest.update(np.asarray(column, np.int64).tobytes())
     return digest.hexdigest()
 
@@ -81,8 +82,8 @@ def read(name: str) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]] |
             and _all(skipped, str)
         ):
             return None
-        images = np.load(array_path, allow_pickle=False)  # one read of the whole array
-    except (OSError, KeyError, ValueError, TypeError, EOFError):
+        images = read_npy(array_path, kinds="u")  # bounded by its file and the memory budget
+    except (CnnlabError, OSError, KeyError, ValueError, TypeError, EOFError):
         return None
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
         return None

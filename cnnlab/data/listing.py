@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
@@ -32,6 +32,10 @@ class Listing:
     sizes: list[int]
     mtimes: list[int]
     classes: list[str]
+    # inode and status-change time too: a copy that keeps size and mtime (cp -p, rsync -a,
+    # tar x) or a chmod that makes a file readable still changes these
+    inodes: list[int] = field(default_factory=list)
+    ctimes: list[int] = field(default_factory=list)
 
 
 def _files_under(directory: str) -> Iterator[os.DirEntry]:
@@ -55,12 +59,12 @@ def _suffix(name: str) -> str:
     return name[i:].lower() if 0 < i < len(name) - 1 else ""
 
 
-def _size_and_mtime(entry: os.DirEntry) -> tuple[int, int]:
+def _stamp(entry: os.DirEntry) -> tuple[int, int, int, int]:
     try:
         st = entry.stat()
     except OSError:  # gone since the listing: reported by name when it is read
-        return -1, 0
-    return st.st_size, st.st_mtime_ns
+        return -1, 0, 0, 0
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def scan(root: Path) -> Listing:
@@ -69,11 +73,15 @@ def scan(root: Path) -> Listing:
     listing = Listing([], [], [], [], [d.name for d in dirs])
     for label, d in enumerate(dirs):
         files = [e for e in _files_under(str(d)) if _suffix(e.name) in EXTENSIONS]
-        stats = [_size_and_mtime(e) for e in files]
+        stats = [_stamp(e) for e in files]
         listing.paths += [e.path for e in files]
         listing.labels += [label] * len(files)
-        listing.sizes += [n for n, _ in stats]
-        listing.mtimes += [t for _, t in stats]
+        for column, values in zip(
+            (listing.sizes, listing.mtimes, listing.inodes, listing.ctimes),
+            zip(*stats, strict=True),
+            strict=True,
+        ):
+            column += values
     if not listing.paths:
         raise CnnlabError(
             f"{root}: no images ({', '.join(sorted(EXTENSIONS))}) in its class folders"

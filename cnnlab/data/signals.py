@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.atomic import atomic_path
+from cnnlab.data.lazy import memory_budget
+from cnnlab.errors import CnnlabError
 
 CLASSES = ["sine-slow", "sine-fast", "chirp", "square", "double-pulse"]
 BURST = 40  # samples in a burst before stretching
@@ -56,6 +58,12 @@ def make_signals(
     n: int, length: int = 256, noise: float = 0.5, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(float32 signals (n, 1, length), int64 labels (n,)), classes in turn, seeded."""
+    need = n * length * (8 + 4)  # float64 while drawn, float32 as returned
+    if need > memory_budget():
+        raise CnnlabError(
+            f"{n} signals of {length} samples need {need} bytes, over the memory budget of "
+            f"{memory_budget()} (set CNNLAB_MEMORY_BUDGET to raise it)"
+        )
     rng = np.random.default_rng(seed)
     x = np.zeros((n, 1, length), np.float64)
     y = np.arange(n, dtype=np.int64) % len(CLASSES)

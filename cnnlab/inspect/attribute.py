@@ -242,8 +242,12 @@ def _occlusion(model, x, cls, layer, window, stride, baseline):
 
     sides = tuple(x.shape[2:])
     auto = [occlusion_window(s) for s in sides]
-    window = tuple(w for w, _ in auto) if window is None else (window, window)
-    stride = tuple(s for _, s in auto) if stride is None else (stride, stride)
+    if window is None:
+        window = tuple(w for w, _ in auto)
+        stride = tuple(s for _, s in auto) if stride is None else (stride, stride)
+    else:  # a window given alone moves by a third of itself, as the automatic ones do
+        window = (window, window)
+        stride = (stride, stride) if stride is not None else (max(1, window[0] // 3),) * 2
     for w, s, side in zip(window, stride, sides, strict=True):
         _positive_int("occlusion", "window", w, hi=side)
         _positive_int("occlusion", "stride", s, hi=w)

@@ -447,7 +447,7 @@ class Service:
             raise HTTPError(400, f"field 'method' must be one of {', '.join(METHODS)}; got {one_line(repr(method), 60)}")  # fmt: skip
         if len(self.ckpt.meta["input_shape"]) != 3:
             raise HTTPError(400, "attribution maps need a model of images (C, H, W)")
-        if method == "gradcam" and layer:
+        if layer:  # only Grad-CAM reads it, but a misspelt layer is refused for every method
             try:
                 check_gradcam_layer(self.model, layer)
             except CnnlabError as e:

@@ -94,7 +94,7 @@ def test_object_arrays_are_never_unpickled(tmp_path):
     objects = np.array([Trap(marker), Trap(marker)], dtype=object)
     path = _npz(tmp_path / "evil.npz", x=objects, y=np.zeros(2, int))
     with pytest.raises(
-        CnnlabError, match=r"array 'x': holds Python objects .* never|would need unpickling"
+        CnnlabError, match=r"array 'x': holds Python objects \(dtype object\), which would need unpickling"
     ):
         load_data(path)
     np.save(tmp_path / "evil.npy", objects, allow_pickle=True)
@@ -220,3 +220,28 @@ def test_a_model_of_float_images_reads_a_picture_as_eval_reads_it(tmp_path):
     assert as_predict.dtype == torch.float32 and torch.equal(as_predict, as_eval)
     norm = normalizer(ckpt)
     assert torch.allclose(logits(ckpt.model, as_predict, norm), logits(ckpt.model, as_eval, norm))
+
+
+def test_a_damaged_compressed_array_is_one_line(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez_compressed(path, x=np.zeros((50, 8, 8), np.uint8), y=np.zeros(50, np.int64))
+    with zipfile.ZipFile(path) as z:
+        offset = z.getinfo("x.npy").header_offset
+    raw = bytearray(path.read_bytes())
+    names = int.from_bytes(raw[offset + 26 : offset + 28], "little")
+    extra = int.from_bytes(raw[offset + 28 : offset + 30], "little")
+    start = offset + 30 + names + extra  # the first bytes of x's deflate stream
+    raw[start : start + 4] = b"\xff" * 4  # block type 3: no such deflate block
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CnnlabError, match=r"c.npz: a compressed array cannot be read \(Error -3"):
+        load_data(str(path), "train")
+
+
+def test_the_class_count_comes_from_both_splits(tmp_path):
+    data = _npz(tmp_path / "s.npz", x=np.zeros((6, 4, 4), np.uint8), y=np.array([0, 1, 2, 3, 4, 0]),
+                x_test=np.zeros((3, 4, 4), np.uint8), y_test=np.array([0, 1, 1]))  # fmt: skip
+    train, test = load_data(data, "train"), load_data(data, "test")
+    assert train.classes == test.classes == ["0", "1", "2", "3", "4"]
+    data = _npz(tmp_path / "t.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 1]),
+                x_test=np.zeros((2, 4, 4), np.uint8), y_test=np.array([0, 2]))  # fmt: skip
+    assert load_data(data, "train").classes == ["0", "1", "2"]

@@ -107,13 +107,23 @@ def test_the_second_load_reads_the_cache_and_gets_the_same_set(tmp_path, own_cac
         load_folder(root, size=(5, 5), progress=False)
 
 
-@pytest.mark.parametrize("change", ["rewritten", "added", "removed", "touched"])
+@pytest.mark.parametrize(
+    "change", ["rewritten", "copied-keeping-size-and-mtime", "added", "removed", "touched"]
+)
 def test_a_changed_file_is_decoded_afresh(tmp_path, change):
     root = make_folder(tmp_path / "data", gray=True)
     before = load_folder(root, progress=False)
     target = Path(scan(root).paths[3])
-    if change == "rewritten":  # same size and name, other pixels, written in place
+    if change == "rewritten":  # same name, other pixels, written in place
         Image.fromarray(255 - np.asarray(Image.open(target))).save(target)
+    elif change.startswith("copied"):  # as cp -p or rsync -a bring in another version
+        old = target.stat()
+        other = tmp_path / "other.png"
+        pixels = np.asarray(Image.open(target))
+        Image.fromarray(pixels[::-1].copy()).save(other)  # the same pixels upside down
+        assert other.stat().st_size == old.st_size  # (a PNG of the same values, reordered rows)
+        os.replace(other, target)
+        os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))
     elif change == "added":
         Image.new("L", (5, 6), 7).save(root / "a" / "zzz.png")
     elif change == "removed":
@@ -122,7 +132,7 @@ def test_a_changed_file_is_decoded_afresh(tmp_path, change):
         os.utime(target, ns=(0, 0))
     after = load_folder(root, progress=False)
     np.testing.assert_array_equal(after.images.numpy(), _reference(root, 1))
-    if change == "rewritten":
+    if change in ("rewritten", "copied-keeping-size-and-mtime"):
         assert not (after.images == before.images).all()
 
 
