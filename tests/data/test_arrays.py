@@ -94,7 +94,8 @@ def test_object_arrays_are_never_unpickled(tmp_path):
     objects = np.array([Trap(marker), Trap(marker)], dtype=object)
     path = _npz(tmp_path / "evil.npz", x=objects, y=np.zeros(2, int))
     with pytest.raises(
-        CnnlabError, match=r"array 'x': holds Python objects \(dtype object\), which would need unpickling"
+        CnnlabError,
+        match=r"array 'x': holds Python objects \(dtype object\), which would need unpickling",
     ):
         load_data(path)
     np.save(tmp_path / "evil.npy", objects, allow_pickle=True)
