@@ -18,9 +18,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 _LAZY = {
-    "build": "cnnlab.model.spec", "to_spec": "cnnlab.model.spec", "retarget": "cnnlab.model.spec",
-    "load_checkpoint": "cnnlab.checkpoint", "TrainConfig": "cnnlab.train.config",
-}  # fmt: skip
+    "build": "cnnlab.model.spec",
+    "to_spec": "cnnlab.model.spec",
+    "retarget": "cnnlab.model.spec",
+    "load_checkpoint": "cnnlab.checkpoint",
+    "TrainConfig": "cnnlab.train.config",
+}
 
 
 def __getattr__(name: str):

@@ -240,8 +240,11 @@ def check_meta(meta: dict[str, Any], spec: dict, path: Path) -> None:
     channels = spec["input"][0]
     for key, low in (("mean", -math.inf), ("std", 0.0)):
         values = meta.get(key, [0.0 if key == "mean" else 1.0])
-        if not (isinstance(values, list) and len(values) in (1, channels)
-                and all(_is_number(v) and math.isfinite(v) and v > low for v in values)):  # fmt: skip
+        if not (
+            isinstance(values, list)
+            and len(values) in (1, channels)
+            and all(_is_number(v) and math.isfinite(v) and v > low for v in values)
+        ):
             what = "positive" if key == "std" else "finite"
             also = " (or 1 for all)" if channels > 1 else ""
             _fail(path, key, f"a list of {channels} {what} number(s){also}", values)
@@ -249,9 +252,13 @@ def check_meta(meta: dict[str, Any], spec: dict, path: Path) -> None:
         _fail(path, "preprocess", " or ".join(PREPROCESS), meta["preprocess"])
     if meta.get("channels", channels) != channels:
         _fail(path, "channels", f"the spec's {channels}", meta["channels"])
-    for key, kind, what in (("data", str, "text"), ("config", dict, "a mapping"),
-                            ("cnnlab_version", str, "text"), ("torch_version", str, "text"),
-                            ("epoch", int, "an integer")):  # fmt: skip
+    for key, kind, what in (
+        ("data", str, "text"),
+        ("config", dict, "a mapping"),
+        ("cnnlab_version", str, "text"),
+        ("torch_version", str, "text"),
+        ("epoch", int, "an integer"),
+    ):
         if key in meta and not isinstance(meta[key], kind):
             _fail(path, key, what, meta[key])
     if meta.get("input_dtype", "uint8") not in ("uint8", "float32"):

@@ -54,9 +54,16 @@ def export_onnx(ckpt: Checkpoint, out: str | os.PathLike, opset: int = 17) -> tu
         try:
             batch = torch.export.Dim("batch", min=1, max=1 << 16)
             torch.onnx.export(
-                model, (example,), str(tmp), input_names=["input"], output_names=["logits"],
-                dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False,
-            )  # fmt: skip
+                model,
+                (example,),
+                str(tmp),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
         except Exception as e:  # the exporter's own errors are long; keep the first line
             raise CnnlabError(
                 f"ONNX export of {ckpt.path} failed at opset {opset}: {str(e).splitlines()[0]}"

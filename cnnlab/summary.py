@@ -39,7 +39,10 @@ class Field(NamedTuple):
 
     def span(self, index: tuple[int, ...]) -> list[tuple[int, int]]:
         """(first, one past the last) input pixel of the unit at `index`, per dimension."""
-        return [(s + i * j, s + i * j + n) for s, i, j, n in zip(self.start, index, self.jump, self.size, strict=True)]  # fmt: skip
+        return [
+            (s + i * j, s + i * j + n)
+            for s, i, j, n in zip(self.start, index, self.jump, self.size, strict=True)
+        ]
 
 
 class Step(NamedTuple):
@@ -56,8 +59,12 @@ def _dims(v, rank: int) -> tuple[int, ...]:
 
 
 def _window(module: nn.Module, rank: int, kernel) -> Step:
-    return Step(_dims(kernel, rank), _dims(module.stride or kernel, rank),
-                _dims(getattr(module, "dilation", 1), rank), _dims(module.padding, rank))  # fmt: skip
+    return Step(
+        _dims(kernel, rank),
+        _dims(module.stride or kernel, rank),
+        _dims(getattr(module, "dilation", 1), rank),
+        _dims(module.padding, rank),
+    )
 
 
 def _identity(rank: int) -> Field:
@@ -219,12 +226,17 @@ def format_summary(s: dict) -> str:
     head = ["layer", "type", "output", "params", "MACs", "RF", "FC would need"] + ["zeros"] * zeros
     body = [
         [
-            r["layer"], r["type"], "x".join(map(str, r["output"])), f"{r['params']:,}",
-            _human(r["macs"]), _rf_text(r["receptive_field"]),
+            r["layer"],
+            r["type"],
+            "x".join(map(str, r["output"])),
+            f"{r['params']:,}",
+            _human(r["macs"]),
+            _rf_text(r["receptive_field"]),
             f"{r['fc_equivalent']:,}" if "fc_equivalent" in r else "",
-        ] + [f"{100 * r['sparsity']:.1f}%"] * zeros
+        ]
+        + [f"{100 * r['sparsity']:.1f}%"] * zeros
         for r in s["layers"]
-    ]  # fmt: skip
+    ]
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
 
     def line(cells):

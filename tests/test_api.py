@@ -48,3 +48,8 @@ def test_the_old_spellings_are_kept_beside_the_new():
     from cnnlab.model.spec import normalise, normalize
 
     assert Normalise is Normalize and normaliser is normalizer and normalise is normalize
+    from cnnlab.inspect.neighbors import neighbors, neighbours
+    from cnnlab.inspect.optimise import maximize as old_maximize
+    from cnnlab.inspect.optimize import maximize
+
+    assert neighbours is neighbors and old_maximize is maximize

@@ -158,12 +158,11 @@ def test_saliency_and_smoothgrad_are_the_mean_absolute_gradient():
     x = torch.randn(1, 3, 32, 32)
     amap, cls = attribute(model, x, "saliency")
     np.testing.assert_allclose(amap, _grad(model, x, cls).abs()[0].amax(0).numpy(), rtol=1e-6)
-    # SmoothGrad's noise comes from the seeded global generator, drawn in one batch
+    # SmoothGrad's noise comes from a generator seeded for the call, drawn in one batch
     samples, noise, seed = 6, 0.2, 5
     amap, _ = attribute(model, x, "smoothgrad", cls, samples=samples, noise=noise, seed=seed)
-    torch.manual_seed(seed)
-    std = torch.full((samples, 3, 32, 32), noise * float(x.max() - x.min()))
-    copies = x + torch.normal(0.0, std)
+    gen = torch.Generator().manual_seed(seed)
+    copies = x + noise * float(x.max() - x.min()) * torch.randn((samples, 3, 32, 32), generator=gen)
     want = torch.stack([_grad(model, c[None], cls).abs()[0] for c in copies]).mean(0).amax(0)
     np.testing.assert_allclose(amap, want.numpy(), rtol=1e-4, atol=1e-7)
 

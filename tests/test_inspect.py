@@ -14,7 +14,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import normalizer
 from cnnlab.inspect import figures
 from cnnlab.inspect.deconv import deconv
-from cnnlab.inspect.neighbors import neighbours
+from cnnlab.inspect.neighbors import neighbors
 from cnnlab.inspect.optimize import invert, maximize
 from cnnlab.inspect.saliency import saliency
 from cnnlab.train import TrainConfig, train
@@ -119,7 +119,7 @@ def test_neighbours_in_feature_space_survive_a_shift(mnist_run):
     same_feature = same_pixel = 0
     for i in range(12):
         shifted = torch.roll(test.images[i], shifts=(2, 2), dims=(1, 2))  # the same digit, moved
-        found = neighbours(ckpt.model, shifted, bank, normalizer(ckpt), k=5)
+        found = neighbors(ckpt.model, shifted, bank, normalizer(ckpt), k=5)
         same_feature += int((labels[found["feature"][0]] == test.labels[i]).sum())
         same_pixel += int((labels[found["pixel"][0]] == test.labels[i]).sum())
     print(f"same-class neighbours of 60: feature space {same_feature}, pixel space {same_pixel}")

@@ -8,7 +8,7 @@ from cnnlab.infer import Normalize
 from cnnlab.inspect.attribute import METHODS, attribute
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import feature_maps, kernels
-from cnnlab.inspect.neighbors import embed, neighbours
+from cnnlab.inspect.neighbors import embed, neighbors
 from cnnlab.inspect.optimize import invert, maximize
 from cnnlab.inspect.patches import top_activations
 from cnnlab.inspect.saliency import saliency
@@ -93,7 +93,7 @@ INSPECTIONS = {
     "maximize_class": lambda m, x: maximize(m, cls=2, steps=4),
     "invert": lambda m, x: invert(m, x, "relu1", steps=4),
     "embed": lambda m, x: embed(m, _bank(), NORM),
-    "neighbours": lambda m, x: neighbours(m, _bank()[0], _bank(), NORM, k=3),
+    "neighbours": lambda m, x: neighbors(m, _bank()[0], _bank(), NORM, k=3),
     "top_activations": lambda m, x: top_activations(m, _bank(), NORM, ["conv1", "relu2"], k=3),
     "sparsity": lambda m, x: sparsity(m, _bank(), NORM),
 }

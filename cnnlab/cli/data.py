@@ -47,9 +47,14 @@ def _load(src: str, split: str, channels, size, skip_bad, required=True, sequenc
     flags = {"channels": channels, "size": size}
     checked = check_values(flags, dict.fromkeys(flags, "flag"))  # the checks `train` makes too
     found = load_data(
-        src, split, checked["channels"], parse_size(checked["size"]), skip_bad, required,
+        src,
+        split,
+        checked["channels"],
+        parse_size(checked["size"]),
+        skip_bad,
+        required,
         sequences or None,
-    )  # fmt: skip
+    )
     if found is not None and found.skipped:
         click.echo(f"skipped {len(found.skipped)} unreadable file(s):", err=True)
         for line in found.skipped:

@@ -89,8 +89,13 @@ METHOD_NAMES = (
 @inspect_group.command("attribute")
 @click.argument("run")
 @click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--method", "methods", multiple=True, type=click.Choice(METHOD_NAMES),
-              help="Attribution method (repeatable) [default: all].")  # fmt: skip
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    type=click.Choice(METHOD_NAMES),
+    help="Attribution method (repeatable) [default: all].",
+)
 @click.option("--class", "cls", type=int, help="Class index [default: the predicted one].")
 @click.option("--layer", help="Grad-CAM's layer [default: the last convolutional stage].")
 @OUT
@@ -104,8 +109,12 @@ def inspect_attribute(run, image, methods, cls, layer, out):
 
 @inspect_group.command("top-patches")
 @click.argument("run")
-@click.option("--layer", "layers", multiple=True,
-              help="Layer to look into (repeatable) [default: every convolutional stage].")  # fmt: skip
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    help="Layer to look into (repeatable) [default: every convolutional stage].",
+)
 @click.option("--data", help="Dataset searched [default: the one the model was trained on].")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", **SHOW)
 @click.option("--k", default=9, type=click.IntRange(1, 64), help="Images per channel.", **SHOW)
@@ -123,13 +132,27 @@ def inspect_top_patches(run, layers, data, split, k, limit, out):
 @click.argument("run")
 @click.option("--data", help="Dataset mapped [default: the one the model was trained on].")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", **SHOW)
-@click.option("--n", "count", default=2000, type=click.IntRange(4, 20000),
-              help="Images sampled (seeded).", **SHOW)  # fmt: skip
-@click.option("--method", type=click.Choice(["auto", "tsne", "pca"]), default="auto",
-              help="auto: t-SNE when scikit-learn is installed (cnnlab[tsne]), else PCA.", **SHOW)  # fmt: skip
+@click.option(
+    "--n",
+    "count",
+    default=2000,
+    type=click.IntRange(4, 20000),
+    help="Images sampled (seeded).",
+    **SHOW,
+)
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "tsne", "pca"]),
+    default="auto",
+    help="auto: t-SNE when scikit-learn is installed (cnnlab[tsne]), else PCA.",
+    **SHOW,
+)
 @click.option("--seed", default=0, type=int, **SHOW)
-@click.option("--out", type=click.Path(dir_okay=False),
-              help="HTML file; the PNG goes beside it [default: RUN/inspect/embed.html].")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="HTML file; the PNG goes beside it [default: RUN/inspect/embed.html].",
+)
 def inspect_embed(run, data, split, count, method, seed, out):
     """A 2-D map of the penultimate features, coloured by class, mistakes marked (HTML + PNG)."""
     from cnnlab.inspect.figures import dataset_for, embedding_files

@@ -28,8 +28,14 @@ def zoo_cmd() -> None:
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--data", help="Add each layer's sparsity (fraction of exact zeros) on this dataset.")
-@click.option("--sample", "count", default=1000, type=click.IntRange(1),
-              help="Images of --data measured (a seeded sample of its test split).", **SHOW)  # fmt: skip
+@click.option(
+    "--sample",
+    "count",
+    default=1000,
+    type=click.IntRange(1),
+    help="Images of --data measured (a seeded sample of its test split).",
+    **SHOW,
+)
 def summary_cmd(model: str, input_shape, classes, overrides, as_json: bool, data, count) -> None:
     """Per-layer output shape, parameters, multiply-adds and receptive field of MODEL.
 
@@ -72,7 +78,11 @@ def _measured_images(ref: str, net, data: str, count: int):
     if found is None:
         found = load("train")
     found = found.subset(sample(len(found), count))
-    images = found.images if as_trained else fit_images(found.images, tuple(net.input_shape), found.source)  # fmt: skip
+    images = (
+        found.images
+        if as_trained
+        else fit_images(found.images, tuple(net.input_shape), found.source)
+    )
     if as_trained:  # (a changed --input may change the channels the statistics are for)
         return images, normalizer(ckpt), found.source
     return images, Normalize(*ImageSet(images, found.labels, found.classes).stats()), found.source

@@ -132,8 +132,16 @@ def read_npy(path: str | os.PathLike, kinds: str = VALUE_KINDS) -> np.ndarray:
 def _members(path: Path, skip: set[str]) -> tuple[dict[str, np.ndarray], set[str]]:
     """The arrays of a .npz file cnnlab knows, each read bounded, except those in `skip`
     (others are never read); and the names of all the known arrays the file holds."""
-    wanted = {"x": VALUE_KINDS, "y": VALUE_KINDS, "x_train": VALUE_KINDS, "y_train": VALUE_KINDS,
-              "x_test": VALUE_KINDS, "y_test": VALUE_KINDS, "classes": "US", "layout": "US"}  # fmt: skip
+    wanted = {
+        "x": VALUE_KINDS,
+        "y": VALUE_KINDS,
+        "x_train": VALUE_KINDS,
+        "y_train": VALUE_KINDS,
+        "x_test": VALUE_KINDS,
+        "y_test": VALUE_KINDS,
+        "classes": "US",
+        "layout": "US",
+    }
     if not path.is_file():
         raise CnnlabError(f"{path}: no such file")
     try:
@@ -316,8 +324,12 @@ def save_npz(train: ImageSet, test: ImageSet | None, out: str | os.PathLike) -> 
             )
     for name in train.classes:
         encode_name(name)  # the same names a classes.txt can hold
-    arrays = {"x": train.images.numpy(), "y": train.labels.numpy(),
-              "classes": np.array(train.classes, dtype=str), "layout": np.array(layout_of(train))}  # fmt: skip
+    arrays = {
+        "x": train.images.numpy(),
+        "y": train.labels.numpy(),
+        "classes": np.array(train.classes, dtype=str),
+        "layout": np.array(layout_of(train)),
+    }
     if test is not None:
         arrays |= {"x_test": test.images.numpy(), "y_test": test.labels.numpy()}
     with atomic_path(out) as tmp, open(tmp, "wb") as f:

@@ -181,5 +181,11 @@ def _affine(aug, x, arg, gen):
 
 SEQUENCE_OPS = ("translate", "flip")
 PIXEL_SCALE_OPS = ("color", "pca")
-APPLY = {"translate": _translate, "flip": _flip, "color": _color, "pca": _pca, "elastic": _elastic,
-         "affine": _affine}  # fmt: skip
+APPLY = {
+    "translate": _translate,
+    "flip": _flip,
+    "color": _color,
+    "pca": _pca,
+    "elastic": _elastic,
+    "affine": _affine,
+}

@@ -67,8 +67,9 @@ def load_folder(
         if skipped and not skip_bad:  # what the uncached load would have stopped at
             raise CnnlabError(f"{skipped[0]} (pass --skip-bad to skip such files)")
         return ImageSet(images, labels, classes, str(root), skipped)
-    data = _decode(root, listing, Recipe(channels, size, max_pixels), skip_bad, budget,
-                   progress, workers)  # fmt: skip
+    data = _decode(
+        root, listing, Recipe(channels, size, max_pixels), skip_bad, budget, progress, workers
+    )
     if data is None:  # the first image misjudged the rest: stream instead
         return _lazy_folder(root, listing, channels, size, skip_bad, max_pixels)
     if name:
@@ -79,8 +80,12 @@ def load_folder(
 def _decode(root, listing, recipe, skip_bad, budget, progress, workers) -> ImageSet | None:
     """Every file decoded in memory, or None once they pass the memory budget."""
     chunks, skipped, held = [], [], 0
-    bar = tqdm(total=len(listing.paths), desc=f"reading {root.name}", unit="img",
-               disable=None if progress else True)  # fmt: skip
+    bar = tqdm(
+        total=len(listing.paths),
+        desc=f"reading {root.name}",
+        unit="img",
+        disable=None if progress else True,
+    )
     with bar, contextlib.closing(decode_files(listing.paths, listing.sizes, recipe, workers)) as it:
         for chunk in it:
             for _, message in chunk.errors:
@@ -160,8 +165,14 @@ def _lazy_folder(root, listing, channels, size, skip_bad, max_pixels) -> ImageSe
             f"{root}: images differ in size ({len(sizes)} sizes); set one with --size HxW"
         )
     size = size or sizes.pop()
-    images = LazyImages(kept, channels or (1 if gray else 3), tuple(size), max_pixels=max_pixels,
-                        labels=labels, skip_bad=skip_bad)  # fmt: skip
+    images = LazyImages(
+        kept,
+        channels or (1 if gray else 3),
+        tuple(size),
+        max_pixels=max_pixels,
+        labels=labels,
+        skip_bad=skip_bad,
+    )
     data = ImageSet(images, torch.tensor(labels), listing.classes, str(root))  # type: ignore[arg-type]
     data.skipped = skipped
     return data

@@ -21,8 +21,20 @@ from PIL import Image, UnidentifiedImageError
 from cnnlab.errors import CnnlabError
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # Pillow's names; PPM reads PGM
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
-              ".pbm", ".pnm"}  # fmt: skip
+EXTENSIONS = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+}
 MAX_PIXELS = 40_000_000  # about 6300x6300: far above any photo a CNN needs, far below a bomb
 SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "P;gray"} | SIXTEEN_BIT

@@ -79,8 +79,16 @@ class LazyImages:
     dtype = torch.uint8
     ndim = 4
 
-    def __init__(self, files: list[Path], channels: int, size: tuple[int, int], pad: tuple[int, int] = (0, 0),
-                 max_pixels: int = MAX_PIXELS, labels: list[int] | None = None, skip_bad: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        files: list[Path],
+        channels: int,
+        size: tuple[int, int],
+        pad: tuple[int, int] = (0, 0),
+        max_pixels: int = MAX_PIXELS,
+        labels: list[int] | None = None,
+        skip_bad: bool = False,
+    ):
         self.files, self.channels, self.size = files, channels, size
         self.pad, self.max_pixels = pad, max_pixels
         self.labels = list(labels) if labels is not None else [0] * len(files)
@@ -166,8 +174,15 @@ class LazyImages:
         )
 
     def padded(self, ph: int, pw: int) -> LazyImages:
-        return LazyImages(self.files, self.channels, self.size, (ph, pw), self.max_pixels,
-                          self.labels, self.skip_bad)  # fmt: skip
+        return LazyImages(
+            self.files,
+            self.channels,
+            self.size,
+            (ph, pw),
+            self.max_pixels,
+            self.labels,
+            self.skip_bad,
+        )
 
     def to(self, device) -> LazyImages:
         return self  # rows move to the device batch by batch

@@ -4,7 +4,6 @@ modification time (what the decoded cache is keyed by), with one scan and one st
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -38,19 +37,30 @@ class Listing:
     ctimes: list[int] = field(default_factory=list)
 
 
-def _files_under(directory: str) -> Iterator[os.DirEntry]:
-    """The files below `directory` in the order of sorted(Path(directory).rglob("*")): names
-    sorted at every level, symlinked files followed, symlinked folders not entered."""
+def _list_into(listing: Listing, directory: str, label: int) -> None:
+    """Append the images below `directory` in the order of sorted(Path(directory).rglob("*")):
+    names sorted at every level, symlinked files followed, symlinked folders not entered.
+    One stat per file, in one pass (50,000 files take a few tenths of a second)."""
     try:
         with os.scandir(directory) as it:
             entries = sorted(it, key=attrgetter("name"))
-    except PermissionError:
-        return
+    except OSError as e:
+        raise CnnlabError(f"{directory}: cannot list its files ({e.strerror or e})") from None
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            yield from _files_under(entry.path)
-        elif entry.is_file():
-            yield entry
+            _list_into(listing, entry.path, label)
+        elif _suffix(entry.name) in EXTENSIONS and entry.is_file():
+            try:
+                st = entry.stat()
+                stamp = st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+            except OSError:  # gone since the listing: reported by name when it is read
+                stamp = -1, 0, 0, 0
+            listing.paths.append(entry.path)
+            listing.labels.append(label)
+            listing.sizes.append(stamp[0])
+            listing.mtimes.append(stamp[1])
+            listing.inodes.append(stamp[2])
+            listing.ctimes.append(stamp[3])
 
 
 def _suffix(name: str) -> str:
@@ -59,29 +69,12 @@ def _suffix(name: str) -> str:
     return name[i:].lower() if 0 < i < len(name) - 1 else ""
 
 
-def _stamp(entry: os.DirEntry) -> tuple[int, int, int, int]:
-    try:
-        st = entry.stat()
-    except OSError:  # gone since the listing: reported by name when it is read
-        return -1, 0, 0, 0
-    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
-
-
 def scan(root: Path) -> Listing:
     """List a folder's images with their sizes and modification times (one stat per file)."""
     dirs = class_dirs(root)
     listing = Listing([], [], [], [], [d.name for d in dirs])
     for label, d in enumerate(dirs):
-        files = [e for e in _files_under(str(d)) if _suffix(e.name) in EXTENSIONS]
-        stats = [_stamp(e) for e in files]
-        listing.paths += [e.path for e in files]
-        listing.labels += [label] * len(files)
-        for column, values in zip(
-            (listing.sizes, listing.mtimes, listing.inodes, listing.ctimes),
-            zip(*stats, strict=True),
-            strict=True,
-        ):
-            column += values
+        _list_into(listing, str(d), label)
     if not listing.paths:
         raise CnnlabError(
             f"{root}: no images ({', '.join(sorted(EXTENSIONS))}) in its class folders"

@@ -129,8 +129,15 @@ def plot_confusion(m: dict, path: str | os.PathLike) -> Path:
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="black" if cm[i, j] > cm.max() / 2 else "white")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if cm[i, j] > cm.max() / 2 else "white",
+                )
     fig.colorbar(im, ax=ax, label="images")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 import warnings
 
 import numpy as np
@@ -39,7 +38,7 @@ METHODS: dict[str, str] = {
     "deconvolution": "Zeiler-Fergus deconvnet: the score sent back down with each ReLU applied to the signal itself",
     "gradcam": "a conv layer's maps weighted by their mean gradient, rectified and upsampled (Selvaraju et al. 2017)",
     "occlusion": "how much the score drops when a window around each pixel is blanked (Zeiler & Fergus 2014)",
-}  # fmt: skip
+}
 SIGNED = frozenset({"integrated-gradients", "guided-backprop", "deconvolution", "occlusion"})
 OPTIONS: dict[str, dict[str, object]] = {
     "saliency": {},
@@ -54,8 +53,6 @@ OPTIONS: dict[str, dict[str, object]] = {
 CONV_STAGES = ("conv", "gabor", "residual", "inception", "dense_block", "transition")
 BATCH = 16  # noisy copies or path steps per forward and backward pass
 OCCLUDED_BYTES = 8 << 20  # occluded copies of the input per forward pass, up to 256
-_RNG = threading.Lock()  # SmoothGrad seeds the global generator Captum draws its noise from
-
 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
 
 
@@ -177,23 +174,22 @@ def _saliency(model, x, cls, layer):
 
 
 def _smoothgrad(model, x, cls, layer, samples, noise, seed):
-    from captum.attr import NoiseTunnel, Saliency
+    from captum.attr import Saliency
 
     samples = _positive_int("smoothgrad", "samples", samples, hi=4096)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 10:
         raise CnnlabError(f"smoothgrad: noise must be a number in 0..10, got {noise!r}")
     stdev = float(noise) * float(x.max() - x.min())
-    devices = [x.device] if x.device.type == "cuda" else []
-    # NoiseTunnel draws from the global generator: seeded here and restored afterwards, one
-    # call at a time, so the same call gives the same map whatever else runs beside it
-    with _RNG, torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
-        grads = NoiseTunnel(Saliency(model)).attribute(
-            _input(x), nt_type="smoothgrad", nt_samples=samples,
-            nt_samples_batch_size=min(samples, BATCH), stdevs=max(stdev, 1e-12),
-            target=cls, abs=True,
-        )  # fmt: skip
-    return grads[0].amax(0)
+    # Captum's NoiseTunnel draws from the global generator, which other threads share: the
+    # noise comes from a generator of this call's own, so calls run at once and repeat exactly
+    gen = torch.Generator(device=x.device).manual_seed(int(seed))
+    saliency, total = Saliency(model), torch.zeros_like(x)
+    for start in range(0, samples, BATCH):
+        n = min(BATCH, samples - start)
+        draw = torch.randn((n, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
+        grads = saliency.attribute(_input(x + stdev * draw), target=cls, abs=True)
+        total += grads.sum(0, keepdim=True)
+    return (total / samples)[0].amax(0)
 
 
 def _integrated_gradients(model, x, cls, layer, steps, baseline):
@@ -254,10 +250,13 @@ def _occlusion(model, x, cls, layer, window, stride, baseline):
     channels = x.shape[1]
     with torch.no_grad():
         attr = Occlusion(model).attribute(
-            x.detach(), sliding_window_shapes=(channels, *window), strides=(channels, *stride),
-            baselines=_baseline("occlusion", baseline, x), target=cls,
+            x.detach(),
+            sliding_window_shapes=(channels, *window),
+            strides=(channels, *stride),
+            baselines=_baseline("occlusion", baseline, x),
+            target=cls,
             perturbations_per_eval=max(1, min(256, OCCLUDED_BYTES // (4 * x.numel()))),
-        )  # fmt: skip
+        )
     return attr[0].mean(0)  # a window spans every channel: each holds the same drop
 
 

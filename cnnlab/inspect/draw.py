@@ -46,8 +46,15 @@ def show(ax, a: np.ndarray, cmap: str, signed: bool = False, title: str = ""):
     return im
 
 
-def grid(panels: list[tuple[str, np.ndarray]], path: str | os.PathLike, title: str, cmap: str = "gray",
-         signed: bool = False, colorbar: str | None = None, ncols: int | None = None) -> list[Path]:  # fmt: skip
+def grid(
+    panels: list[tuple[str, np.ndarray]],
+    path: str | os.PathLike,
+    title: str,
+    cmap: str = "gray",
+    signed: bool = False,
+    colorbar: str | None = None,
+    ncols: int | None = None,
+) -> list[Path]:
     """Save panels as one or more PNG pages; returns the paths written."""
     path = Path(path)
     pages = [panels[i : i + PAGE] for i in range(0, len(panels), PAGE)] or [[]]
@@ -75,8 +82,12 @@ def grid(panels: list[tuple[str, np.ndarray]], path: str | os.PathLike, title: s
     return written
 
 
-def side_by_side(panels: list[tuple[str, np.ndarray, str]], path: str | os.PathLike, title: str,
-                 overlay: tuple[np.ndarray, np.ndarray] | None = None) -> Path:  # fmt: skip
+def side_by_side(
+    panels: list[tuple[str, np.ndarray, str]],
+    path: str | os.PathLike,
+    title: str,
+    overlay: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Path:
     """A row of (title, array, colour map) panels; overlay=(image, heat) adds a blended last panel."""
     n = len(panels) + (overlay is not None)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 0.6, 3.0), squeeze=False)

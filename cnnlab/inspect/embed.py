@@ -85,9 +85,16 @@ def _unit(coords: np.ndarray) -> np.ndarray:
     return np.where(hi > lo, (coords - lo) / span, 0.5)
 
 
-def embedding_html(coords: np.ndarray, images: np.ndarray, labels: np.ndarray,
-                   predicted: np.ndarray, classes: list[str], title: str,
-                   path: str | os.PathLike, ids: list[int] | None = None) -> Path:  # fmt: skip
+def embedding_html(
+    coords: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    classes: list[str],
+    title: str,
+    path: str | os.PathLike,
+    ids: list[int] | None = None,
+) -> Path:
     """One page: a dot per image, coloured by its true class, a ring where the model is wrong;
     hovering a dot shows the image, its index in the dataset (`ids`), true and predicted class.
     Class names go in as escaped text."""
@@ -122,8 +129,14 @@ body{{font:14px system-ui,sans-serif;margin:16px;color:#1d2330}} .map{{position:
     return path
 
 
-def embedding_png(coords: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
-                  classes: list[str], title: str, path: str | os.PathLike) -> Path:  # fmt: skip
+def embedding_png(
+    coords: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    classes: list[str],
+    title: str,
+    path: str | os.PathLike,
+) -> Path:
     import matplotlib.pyplot as plt
 
     colours = class_colours(len(classes))
@@ -136,8 +149,14 @@ def embedding_png(coords: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
             )
     wrong = labels != predicted
     if wrong.any():
-        ax.scatter(*coords[wrong].T, s=30, marker="x", color="black", linewidths=0.9,
-                   label=f"misclassified ({int(wrong.sum())})")  # fmt: skip
+        ax.scatter(
+            *coords[wrong].T,
+            s=30,
+            marker="x",
+            color="black",
+            linewidths=0.9,
+            label=f"misclassified ({int(wrong.sum())})",
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(draw.plain_text(title), fontsize=10)

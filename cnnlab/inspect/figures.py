@@ -25,7 +25,7 @@ from cnnlab.inspect.attribute import (
 )
 from cnnlab.inspect.deconv import deconv
 from cnnlab.inspect.maps import conv_layers, feature_maps, kernels
-from cnnlab.inspect.neighbors import neighbours
+from cnnlab.inspect.neighbors import neighbors
 from cnnlab.inspect.optimize import invert, maximize
 from cnnlab.inspect.patches import sample
 from cnnlab.inspect.saliency import saliency
@@ -62,8 +62,15 @@ def kernels_figure(ckpt: Checkpoint, out: Path, layer: str | None = None) -> lis
             (f"{layer}[{i}] in {c}", k[c]) for i, k in enumerate(w) for c in range(k.shape[0])
         ]
     title = f"{layer}: {w.shape[0]} kernels of {w.shape[1]}x{w.shape[2]}x{w.shape[3]} (weights, red > 0 > blue)"
-    return draw.grid(panels, out, title, cmap=draw.SIGNED, signed=True, colorbar="weight",
-                     ncols=w.shape[1] if 1 < w.shape[1] <= 8 else None)  # fmt: skip
+    return draw.grid(
+        panels,
+        out,
+        title,
+        cmap=draw.SIGNED,
+        signed=True,
+        colorbar="weight",
+        ncols=w.shape[1] if 1 < w.shape[1] <= 8 else None,
+    )
 
 
 def activations_figure(ckpt: Checkpoint, image: str, out: Path) -> list[Path]:
@@ -97,9 +104,14 @@ def saliency_figure(ckpt: Checkpoint, image: str, out: Path, cls: int | None, sm
     sal, used = saliency(ckpt.model, x, cls, smooth)
     method = f"SmoothGrad x{smooth}" if smooth else "plain"
     return draw.side_by_side(
-        [("input", prepared.astype(float), "gray"), (f"|d score / d pixel|, {method}", sal, draw.ACTIVATION)],
-        out, f"saliency of class {ckpt.classes[used]}", overlay=(prepared.astype(float), sal),
-    )  # fmt: skip
+        [
+            ("input", prepared.astype(float), "gray"),
+            (f"|d score / d pixel|, {method}", sal, draw.ACTIVATION),
+        ],
+        out,
+        f"saliency of class {ckpt.classes[used]}",
+        overlay=(prepared.astype(float), sal),
+    )
 
 
 def deconv_figure(ckpt: Checkpoint, image: str, out: Path, layer: str, channel: int | None) -> Path:
@@ -107,9 +119,17 @@ def deconv_figure(ckpt: Checkpoint, image: str, out: Path, layer: str, channel: 
     recon, channel, pos = deconv(ckpt.model, x, layer, channel)
     r = recon[0].numpy()
     return draw.side_by_side(
-        [("input", prepared.astype(float), "gray"), (f"{layer}[{channel}] at {pos} projected down", r if r.shape[0] == 3 else r[0], draw.SIGNED)],
-        out, f"deconvnet reconstruction of the strongest activation of {layer} channel {channel}",
-    )  # fmt: skip
+        [
+            ("input", prepared.astype(float), "gray"),
+            (
+                f"{layer}[{channel}] at {pos} projected down",
+                r if r.shape[0] == 3 else r[0],
+                draw.SIGNED,
+            ),
+        ],
+        out,
+        f"deconvnet reconstruction of the strongest activation of {layer} channel {channel}",
+    )
 
 
 def maximize_figure(
@@ -123,8 +143,11 @@ def maximize_figure(
 ) -> Path:
     x = maximize(ckpt.model, layer, channel, cls, steps=steps, seed=seed)
     what = f"class {ckpt.classes[cls]}" if cls is not None else f"{layer} channel {channel}"
-    return draw.side_by_side([(what, to_pixels(ckpt, x), "gray")], out,
-                             f"activation maximisation: input that most excites {what} ({steps} steps, seed {seed})")  # fmt: skip
+    return draw.side_by_side(
+        [(what, to_pixels(ckpt, x), "gray")],
+        out,
+        f"activation maximisation: input that most excites {what} ({steps} steps, seed {seed})",
+    )
 
 
 def invert_figure(
@@ -133,16 +156,20 @@ def invert_figure(
     prepared, x = load_input(ckpt, image)
     guess, err = invert(ckpt.model, x, layer, steps=steps, seed=seed)
     return draw.side_by_side(
-        [("input", prepared.astype(float), "gray"), (f"from {layer} features (error {err:.3f})", to_pixels(ckpt, guess), "gray")],
-        out, f"code inversion from layer {layer}",
-    )  # fmt: skip
+        [
+            ("input", prepared.astype(float), "gray"),
+            (f"from {layer} features (error {err:.3f})", to_pixels(ckpt, guess), "gray"),
+        ],
+        out,
+        f"code inversion from layer {layer}",
+    )
 
 
 def neighbors_figure(ckpt: Checkpoint, image: str, data: str, out: Path, k: int) -> Path:
     prepared, _ = load_input(ckpt, image)
     bank = load_data(data, "train")
     images = fit_images(bank.images, tuple(ckpt.meta["input_shape"]), bank.source)
-    found = neighbours(ckpt.model, torch.from_numpy(prepared), images, normalizer(ckpt), k)
+    found = neighbors(ckpt.model, torch.from_numpy(prepared), images, normalizer(ckpt), k)
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, k + 1, figsize=(1.4 * (k + 1), 3.4), squeeze=False)
@@ -150,8 +177,12 @@ def neighbors_figure(ckpt: Checkpoint, image: str, data: str, out: Path, k: int)
         draw.show(axes[row][0], prepared.astype(float), "gray", title="query")
         axes[row][0].set_ylabel(f"{space} space", fontsize=8)
         for j, (i, d) in enumerate(zip(idx.tolist(), dist.tolist(), strict=True), 1):
-            draw.show(axes[row][j], images[i].numpy().astype(float), "gray",
-                       title=f"{bank.classes[int(bank.labels[i])]} d={d:.1f}")  # fmt: skip
+            draw.show(
+                axes[row][j],
+                images[i].numpy().astype(float),
+                "gray",
+                title=f"{bank.classes[int(bank.labels[i])]} d={d:.1f}",
+            )
     fig.suptitle(
         f"{k} nearest training images: penultimate features (top) vs pixels (bottom)", fontsize=10
     )
@@ -173,8 +204,13 @@ def black(ckpt: Checkpoint, x: torch.Tensor) -> torch.Tensor:
     return normalizer(ckpt)(torch.zeros(x.shape, dtype=torch.uint8))
 
 
-def attributions(ckpt: Checkpoint, x: torch.Tensor, methods: list[str], cls: int | None = None,
-                 layer: str | None = None) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
+def attributions(
+    ckpt: Checkpoint,
+    x: torch.Tensor,
+    methods: list[str],
+    cls: int | None = None,
+    layer: str | None = None,
+) -> tuple[dict[str, np.ndarray], int]:
     """Each method's map for one normalised input, all for the same class (default: predicted).
     Integrated gradients and occlusion start from (and blank to) the black image."""
     for method in methods:
@@ -184,7 +220,9 @@ def attributions(ckpt: Checkpoint, x: torch.Tensor, methods: list[str], cls: int
         check_gradcam_layer(ckpt.model, layer)
     maps = {}
     for method in methods:
-        options = {"baseline": black(ckpt, x)} if method in ("integrated-gradients", "occlusion") else {}  # fmt: skip
+        options = (
+            {"baseline": black(ckpt, x)} if method in ("integrated-gradients", "occlusion") else {}
+        )
         maps[method], cls = attribute(ckpt.model, x, method, cls, layer, **options)
     return maps, cls
 
@@ -211,15 +249,24 @@ def _attribution_row(
             draw.show(ax, amap, cmap, signed=signed, title=method)
 
 
-def draw_attributions(rows: list[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: str | os.PathLike,
-                      title: str, maps_too: bool) -> Path:  # fmt: skip
+def draw_attributions(
+    rows: list[tuple[str, np.ndarray, dict[str, np.ndarray]]],
+    path: str | os.PathLike,
+    title: str,
+    maps_too: bool,
+) -> Path:
     """One row per image: the input, then each method's map over it (with maps_too, a row of the
     bare maps above each row of overlays)."""
     import matplotlib.pyplot as plt
 
     per = 2 if maps_too else 1
     cols = 1 + len(rows[0][2])
-    fig, axes = plt.subplots(per * len(rows), cols, figsize=(1.75 * cols + 0.4, 1.95 * per * len(rows) + 0.5), squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        per * len(rows),
+        cols,
+        figsize=(1.75 * cols + 0.4, 1.95 * per * len(rows) + 0.5),
+        squeeze=False,
+    )
     for n, (label, image, maps) in enumerate(rows):
         if maps_too:
             _attribution_row(axes[per * n], image, maps, label, overlay=False)
@@ -233,15 +280,23 @@ def draw_attributions(rows: list[tuple[str, np.ndarray, dict[str, np.ndarray]]],
     return Path(path)
 
 
-def attribution_figure(ckpt: Checkpoint, image: str, out: Path, methods: list[str] | None = None,
-                       cls: int | None = None, layer: str | None = None) -> Path:  # fmt: skip
+def attribution_figure(
+    ckpt: Checkpoint,
+    image: str,
+    out: Path,
+    methods: list[str] | None = None,
+    cls: int | None = None,
+    layer: str | None = None,
+) -> Path:
     prepared, x = load_input(ckpt, image)
     maps, used = attributions(ckpt, x, methods or applicable(ckpt.model), cls, layer)
     pred = top_k(ckpt, prepared, 1)[0]
     label = f"input -> {pred['class']} ({100 * pred['probability']:.0f}%)"
     name = "a test image" if isinstance(image, np.ndarray) else Path(image).name
-    title = (f"attribution of class {ckpt.classes[used]!r} for {name}: maps (red > 0 > blue where signed), "
-             "then over the input")  # fmt: skip
+    title = (
+        f"attribution of class {ckpt.classes[used]!r} for {name}: maps (red > 0 > blue where signed), "
+        "then over the input"
+    )
     rows = [(draw.plain_text(label), prepared.astype(float), maps)]
     return draw_attributions(rows, out, draw.plain_text(title), maps_too=True)
 
@@ -266,8 +321,14 @@ def _outside_colour():
     return matplotlib.colormaps["gray"].with_extremes(bad="#5d86c0")
 
 
-def top_patches_pages(ckpt: Checkpoint, images: torch.Tensor, out: Path, layers: list[str] | None = None,
-                      k: int = 9, source: str = "") -> list[Path]:  # fmt: skip
+def top_patches_pages(
+    ckpt: Checkpoint,
+    images: torch.Tensor,
+    out: Path,
+    layers: list[str] | None = None,
+    k: int = 9,
+    source: str = "",
+) -> list[Path]:
     """One set of pages per layer: each channel's k most exciting images, cropped to the
     receptive field of the unit that fired; blue marks the field's part beyond the border."""
     from cnnlab.inspect.patches import channel_patches, montage, top_activations
@@ -287,21 +348,36 @@ def top_patches_pages(ckpt: Checkpoint, images: torch.Tensor, out: Path, layers:
             panels.append((f"{layer}[{channel}] {float(top.values[channel, 0]):.2f}", a))
         path = out if len(layers) == 1 else out.with_name(f"{out.stem}-{layer}{out.suffix}")
         h, w = top.field.size
-        title = (f"{layer}: the {k} of {len(images)} {source} images that excite each channel most "
-                 f"(strongest first), cropped to the unit's {h}x{w} receptive field")  # fmt: skip
+        title = (
+            f"{layer}: the {k} of {len(images)} {source} images that excite each channel most "
+            f"(strongest first), cropped to the unit's {h}x{w} receptive field"
+        )
         written += draw.grid(panels, path, title, cmap=_outside_colour())
     return written
 
 
-def top_patches_figure(ckpt: Checkpoint, data: str | None, out: Path, layers: list[str] | None,
-                       k: int, split: str = "train", limit: int | None = None) -> list[Path]:  # fmt: skip
+def top_patches_figure(
+    ckpt: Checkpoint,
+    data: str | None,
+    out: Path,
+    layers: list[str] | None,
+    k: int,
+    split: str = "train",
+    limit: int | None = None,
+) -> list[Path]:
     dataset = dataset_for(ckpt, data, split)
     images = dataset.images[sample(len(dataset), limit)] if limit else dataset.images
     return top_patches_pages(ckpt, images, out, layers, k, dataset.source)
 
 
-def embedding_files(ckpt: Checkpoint, dataset: ImageSet, out: Path, n: int | None = 2000,
-                    method: str = "auto", seed: int = 0) -> tuple[Path, Path, str]:  # fmt: skip
+def embedding_files(
+    ckpt: Checkpoint,
+    dataset: ImageSet,
+    out: Path,
+    n: int | None = 2000,
+    method: str = "auto",
+    seed: int = 0,
+) -> tuple[Path, Path, str]:
     """The 2-D map of n sampled images' penultimate features: (HTML, PNG, method used)."""
     from cnnlab.inspect.embed import embed_2d, embedding_html, embedding_png
     from cnnlab.inspect.neighbors import embed
@@ -315,10 +391,21 @@ def embedding_files(ckpt: Checkpoint, dataset: ImageSet, out: Path, n: int | Non
     feats = embed(ckpt.model, images, normalizer(ckpt))
     coords, used = embed_2d(feats, method, seed)
     predicted = logits(ckpt.model, images, normalizer(ckpt)).argmax(1).numpy()
-    title = (f"{ckpt.model.spec['name']}: {used} of the penultimate features ({feats.shape[1]}-d) "
-             f"of {len(pick)} {dataset.source} images")  # fmt: skip
+    title = (
+        f"{ckpt.model.spec['name']}: {used} of the penultimate features ({feats.shape[1]}-d) "
+        f"of {len(pick)} {dataset.source} images"
+    )
     labels = labels.numpy()
-    html_path = embedding_html(coords, images.numpy(), labels, predicted, ckpt.classes, title, out.with_suffix(".html"), pick.tolist())  # fmt: skip
+    html_path = embedding_html(
+        coords,
+        images.numpy(),
+        labels,
+        predicted,
+        ckpt.classes,
+        title,
+        out.with_suffix(".html"),
+        pick.tolist(),
+    )
     png_path = embedding_png(
         coords, labels, predicted, ckpt.classes, title, out.with_suffix(".png")
     )

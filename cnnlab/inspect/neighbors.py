@@ -42,7 +42,7 @@ def nearest(
     return idx, d
 
 
-def neighbours(
+def neighbors(
     model: Net, image: torch.Tensor, bank: torch.Tensor, norm: Normalize, k: int = 8
 ) -> dict:
     """k nearest of a uint8 image (C, H, W) among bank (N, C, H, W) in features and in pixels."""
@@ -51,3 +51,6 @@ def neighbours(
     f_idx, f_d = nearest(query, feats, k)
     p_idx, p_d = nearest(image.flatten().float(), bank.flatten(1).float(), k)
     return {"feature": (f_idx, f_d), "pixel": (p_idx, p_d)}
+
+
+neighbours = neighbors  # the 0.1 spelling

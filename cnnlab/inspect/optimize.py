@@ -43,9 +43,18 @@ def _target(model: Net, layer: str | None, channel: int | None, cls: int | None)
     return lambda x: model.features(x, upto=layer)[layer][0, channel].mean()
 
 
-def maximize(model: Net, layer: str | None = None, channel: int | None = None, cls: int | None = None,
-             steps: int = 200, lr: float = 0.05, l2: float = 1e-3, jitter: int = 1, blur_every: int = 4,
-             seed: int = 0) -> torch.Tensor:  # fmt: skip
+def maximize(
+    model: Net,
+    layer: str | None = None,
+    channel: int | None = None,
+    cls: int | None = None,
+    steps: int = 200,
+    lr: float = 0.05,
+    l2: float = 1e-3,
+    jitter: int = 1,
+    blur_every: int = 4,
+    seed: int = 0,
+) -> torch.Tensor:
     """A normalised input (1, C, H, W) that strongly excites the chosen channel or class."""
     objective = _target(model, layer, channel, cls)
     gen = torch.Generator().manual_seed(seed)
@@ -64,8 +73,15 @@ def maximize(model: Net, layer: str | None = None, channel: int | None = None, c
     return x.detach()
 
 
-def invert(model: Net, x: torch.Tensor, layer: str, steps: int = 300, lr: float = 0.05,
-           tv: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, float]:  # fmt: skip
+def invert(
+    model: Net,
+    x: torch.Tensor,
+    layer: str,
+    steps: int = 300,
+    lr: float = 0.05,
+    tv: float = 0.05,
+    seed: int = 0,
+) -> tuple[torch.Tensor, float]:
     """An input reconstructed from `layer`'s features of x alone; and the final relative error."""
     check_layer(model, layer)
     gen = torch.Generator().manual_seed(seed)

@@ -40,7 +40,11 @@ def check_patch_layer(model: Net, layer: str) -> Field:
     check_layer(model, layer)
     field = receptive_fields(model)[layer]
     if len(model.shapes[layer]) != 3 or field is None:
-        spatial = [n for n, f in receptive_fields(model).items() if f is not None and len(model.shapes[n]) == 3]  # fmt: skip
+        spatial = [
+            n
+            for n, f in receptive_fields(model).items()
+            if f is not None and len(model.shapes[n]) == 3
+        ]
         raise CnnlabError(
             f"layer '{layer}' has no spatial maps of its own (shape {model.shapes[layer]}); "
             f"layers with them: {', '.join(spatial) or 'none'}"
@@ -55,16 +59,16 @@ def chunk_size(model: Net, deepest: str, cap: int = 1000) -> int:
     return max(1, min(cap, CHUNK_BYTES // max(per_image, 1)))
 
 
-def _merge(best: tuple | None, values: torch.Tensor, images: torch.Tensor,
-           positions: torch.Tensor, k: int) -> tuple:  # fmt: skip
+def _merge(
+    best: tuple | None, values: torch.Tensor, images: torch.Tensor, positions: torch.Tensor, k: int
+) -> tuple:
     """Running top k along dim 0 of (n, channels) candidates."""
     if best is not None:
         values = torch.cat([best[0], values])
         images = torch.cat([best[1], images])
         positions = torch.cat([best[2], positions])
     top, order = values.topk(min(k, len(values)), dim=0)
-    return (top, images.gather(0, order),
-            positions.gather(0, order[..., None].expand(-1, -1, 2)))  # fmt: skip
+    return (top, images.gather(0, order), positions.gather(0, order[..., None].expand(-1, -1, 2)))
 
 
 @torch.no_grad()
@@ -94,9 +98,11 @@ def top_activations(
                 pos = torch.stack([where // w, where % w], dim=-1)
                 best[layer] = _merge(best[layer], values, index, pos, k)
     return {
-        layer: Top(layer, fields[layer], v.T.contiguous(), i.T.contiguous(), p.transpose(0, 1).contiguous())
+        layer: Top(
+            layer, fields[layer], v.T.contiguous(), i.T.contiguous(), p.transpose(0, 1).contiguous()
+        )
         for layer, (v, i, p) in best.items()
-    }  # fmt: skip
+    }
 
 
 def sample(count: int, n: int | None, seed: int = 0) -> torch.Tensor:

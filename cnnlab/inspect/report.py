@@ -73,8 +73,9 @@ def _confused_pairs(m: dict, top: int = 8) -> str:
     order = np.dstack(np.unravel_index(np.argsort(-cm, axis=None), cm.shape))[0][:top]
     rows = "".join(
         f"<tr><td>{html.escape(m['classes'][t])}</td><td>{html.escape(m['classes'][p])}</td><td>{cm[t, p]}</td></tr>"
-        for t, p in order if cm[t, p] > 0
-    )  # fmt: skip
+        for t, p in order
+        if cm[t, p] > 0
+    )
     return f"<table><tr><th>true</th><th>predicted as</th><th>count</th></tr>{rows or '<tr><td colspan=3>none</td></tr>'}</table>"
 
 
@@ -100,8 +101,10 @@ def _sparsity_table(ckpt: Checkpoint, data) -> str:
         f'<td>{100 * z:.1f}%</td><td><div class="bar" style="width:{200 * z:.0f}px"></div></td></tr>'
         for name, z in zeros.items()
     )
-    return (f"<p>Fraction of each layer's outputs that are exactly 0, over {len(images)} images.</p>"
-            f"<table><tr><th>layer</th><th>type</th><th>zeros</th><th></th></tr>{rows}</table>")  # fmt: skip
+    return (
+        f"<p>Fraction of each layer's outputs that are exactly 0, over {len(images)} images.</p>"
+        f"<table><tr><th>layer</th><th>type</th><th>zeros</th><th></th></tr>{rows}</table>"
+    )
 
 
 def _unit_sections(ckpt: Checkpoint, data, split: str, tmp: Path) -> list[tuple[str, str]]:
@@ -111,8 +114,12 @@ def _unit_sections(ckpt: Checkpoint, data, split: str, tmp: Path) -> list[tuple[
     if stages:
         images = data.images[sample(len(data), PATCH_SAMPLE)]
         pages = top_patches_pages(ckpt, images, tmp / "patches.png", stages[-1:], 9, data.source)
-        sections.append((f"What each channel of {stages[-1]} responds to (top 9 of {len(images)} {split} images)",
-                         "".join(_img(p, "top patches") for p in pages)))  # fmt: skip
+        sections.append(
+            (
+                f"What each channel of {stages[-1]} responds to (top 9 of {len(images)} {split} images)",
+                "".join(_img(p, "top patches") for p in pages),
+            )
+        )
     if len(data) >= 4:
         # PCA: t-SNE takes most of a minute for 1000 points on 2 cores (`cnnlab inspect embed`)
         _, png, used = embedding_files(ckpt, data, tmp / "embed", EMBED_SAMPLE, "pca")
@@ -171,10 +178,12 @@ def build_report(ckpt: Checkpoint, out: str | os.PathLike, data: str | None = No
             f"<section><h2>{html.escape(t)}</h2>{content}</section>" for t, content in sections
         )
     config = html.escape(yaml.safe_dump(meta.get("config", {}), sort_keys=False))
-    head = (f"<h1>{html.escape(ckpt.model.spec['name'])}: {100 * m['accuracy']:.2f}% on {m['count']} {split} images</h1>"
-            f"<p>{m['errors']} errors; checkpoint {html.escape(str(ckpt.path))}; cnnlab {html.escape(str(meta.get('cnnlab_version')))}, "
-            f"torch {html.escape(str(meta.get('torch_version')))}</p>"
-            f"<section><h2>Configuration</h2><pre>{config}</pre></section>")  # fmt: skip
+    head = (
+        f"<h1>{html.escape(ckpt.model.spec['name'])}: {100 * m['accuracy']:.2f}% on {m['count']} {split} images</h1>"
+        f"<p>{m['errors']} errors; checkpoint {html.escape(str(ckpt.path))}; cnnlab {html.escape(str(meta.get('cnnlab_version')))}, "
+        f"torch {html.escape(str(meta.get('torch_version')))}</p>"
+        f"<section><h2>Configuration</h2><pre>{config}</pre></section>"
+    )
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>cnnlab report</title><style>
 body{{font:14px system-ui,sans-serif;max-width:1100px;margin:20px auto;color:#1d2330}} img{{max-width:100%}}
 section{{margin:18px 0}} pre{{background:#f4f5f7;padding:8px;font-size:12px}}

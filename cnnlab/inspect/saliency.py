@@ -14,8 +14,14 @@ from torch import nn
 from cnnlab.inspect.attribute import attribute
 
 
-def saliency(model: nn.Module, x: torch.Tensor, cls: int | None = None, smooth: int = 0,
-             noise: float = 0.15, seed: int = 0) -> tuple[np.ndarray, int]:  # fmt: skip
+def saliency(
+    model: nn.Module,
+    x: torch.Tensor,
+    cls: int | None = None,
+    smooth: int = 0,
+    noise: float = 0.15,
+    seed: int = 0,
+) -> tuple[np.ndarray, int]:
     """(H, W) saliency in [0, 1] for ONE normalised input (1, C, H, W), and the class used.
 
     Gradients are taken with respect to the input alone, so the parameters' .grad is left as

@@ -158,8 +158,14 @@ def _conv(module: nn.Module, inp: torch.Tensor, pos) -> dict:
     }
 
 
-POOL_MODES = ((nn.MaxPool1d, "max"), (nn.MaxPool2d, "max"), (nn.AvgPool1d, "mean"),
-              (nn.AvgPool2d, "mean"), (L.SumPool2d, "sum"), (L.StochasticPool2d, "stochastic"))  # fmt: skip
+POOL_MODES = (
+    (nn.MaxPool1d, "max"),
+    (nn.MaxPool2d, "max"),
+    (nn.AvgPool1d, "mean"),
+    (nn.AvgPool2d, "mean"),
+    (L.SumPool2d, "sum"),
+    (L.StochasticPool2d, "stochastic"),
+)
 
 
 def _pool(module: nn.Module, inp: torch.Tensor, pos) -> dict:
@@ -413,11 +419,31 @@ def _block(module: nn.Module, inp: torch.Tensor, pos) -> dict:
 # A region is the set of rows and the set of columns it covers (a dilated window reads every
 # d-th row, so a box's edge is exact only if the gaps are kept); None: the whole input.
 Region = tuple[frozenset, frozenset] | None
-WINDOWED = (*L.CONVOLUTIONS, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, L.SumPool2d,
-            L.StochasticPool2d)  # fmt: skip
-POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.Softplus, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Dropout2d,
-             nn.BatchNorm1d, nn.BatchNorm2d, nn.LocalResponseNorm, nn.Identity, L.ChannelMaxPool,
-             nn.Softmax, nn.LogSoftmax)  # fmt: skip
+WINDOWED = (
+    *L.CONVOLUTIONS,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    L.SumPool2d,
+    L.StochasticPool2d,
+)
+POINTWISE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Softplus,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.LocalResponseNorm,
+    nn.Identity,
+    L.ChannelMaxPool,
+    nn.Softmax,
+    nn.LogSoftmax,
+)
 
 
 def _spread(rows: frozenset, kernel: int, stride: int, pad: int, dilation: int) -> frozenset:
@@ -506,12 +532,28 @@ def receptive_field(model: Net, layer: str, pos: tuple[int, ...]) -> dict | None
 
 # ---------------------------------------------------------------- the entry point
 RULES = {
-    "conv": _conv, "gabor": _conv, "pool": _pool, "global_pool": _adaptive, "adaptive_pool": _adaptive,
-    "channel_pool": _channel_pool, "flatten": _flatten, "relu": _activation, "leaky_relu": _activation,
-    "softplus": _activation, "tanh": _activation, "sigmoid": _activation, "dropout": _activation,
-    "batchnorm": _batchnorm, "lrn": _lrn, "softmax": _softmax, "log_softmax": _softmax,
-    "residual": _block, "inception": _block, "dense_block": _block, "transition": _block,
-}  # fmt: skip
+    "conv": _conv,
+    "gabor": _conv,
+    "pool": _pool,
+    "global_pool": _adaptive,
+    "adaptive_pool": _adaptive,
+    "channel_pool": _channel_pool,
+    "flatten": _flatten,
+    "relu": _activation,
+    "leaky_relu": _activation,
+    "softplus": _activation,
+    "tanh": _activation,
+    "sigmoid": _activation,
+    "dropout": _activation,
+    "batchnorm": _batchnorm,
+    "lrn": _lrn,
+    "softmax": _softmax,
+    "log_softmax": _softmax,
+    "residual": _block,
+    "inception": _block,
+    "dense_block": _block,
+    "transition": _block,
+}
 
 
 def check_unit_layer(model: Net, layer: str) -> None:

@@ -57,12 +57,16 @@ def inception(f, shape, spec):
     cin, eps, k5 = shape[0], 1e-3, f["b5_kernel"]
     branches = [
         nn.Sequential(*_conv_bn_relu(cin, f["b1"], 1, eps=eps)),
-        nn.Sequential(*_conv_bn_relu(cin, f["b3_reduce"], 1, eps=eps),
-                      *_conv_bn_relu(f["b3_reduce"], f["b3"], 3, 1, 1, eps=eps)),
-        nn.Sequential(*_conv_bn_relu(cin, f["b5_reduce"], 1, eps=eps),
-                      *_conv_bn_relu(f["b5_reduce"], f["b5"], k5, 1, k5 // 2, eps=eps)),
+        nn.Sequential(
+            *_conv_bn_relu(cin, f["b3_reduce"], 1, eps=eps),
+            *_conv_bn_relu(f["b3_reduce"], f["b3"], 3, 1, 1, eps=eps),
+        ),
+        nn.Sequential(
+            *_conv_bn_relu(cin, f["b5_reduce"], 1, eps=eps),
+            *_conv_bn_relu(f["b5_reduce"], f["b5"], k5, 1, k5 // 2, eps=eps),
+        ),
         nn.Sequential(nn.MaxPool2d(3, 1, 1), *_conv_bn_relu(cin, f["pool_proj"], 1, eps=eps)),
-    ]  # fmt: skip
+    ]
     if k5 % 2 == 0:
         raise ValueError(f"b5_kernel must be odd to keep the size, got {k5}")
     cout = f["b1"] + f["b3"] + f["b5"] + f["pool_proj"]
@@ -75,9 +79,13 @@ def dense_block(f, shape, spec):
     blocks = []
     for _ in range(f["layers"]):
         body = [
-            nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.Conv2d(c, inner, 1, bias=False),
-            nn.BatchNorm2d(inner), nn.ReLU(inplace=True), nn.Conv2d(inner, growth, 3, 1, 1, bias=False),
-        ]  # fmt: skip
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, inner, 1, bias=False),
+            nn.BatchNorm2d(inner),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(inner, growth, 3, 1, 1, bias=False),
+        ]
         if f["dropout"]:
             body.append(nn.Dropout(f["dropout"]))
         blocks.append(L.DenseLayer(nn.Sequential(*body)))

@@ -338,23 +338,38 @@ class Service:
         layers, network = [], []
         for name, t in feats.items():
             a = t[0].float().numpy()
-            entry = {"name": name, "kind": self.model.kinds[name], "shape": list(a.shape),
-                     "sparsity": float((a == 0).mean()), "min": float(a.min()), "max": float(a.max()),
-                     "block": self.model.kinds[name] in BLOCKS}  # fmt: skip
+            entry = {
+                "name": name,
+                "kind": self.model.kinds[name],
+                "shape": list(a.shape),
+                "sparsity": float((a == 0).mean()),
+                "min": float(a.min()),
+                "max": float(a.max()),
+                "block": self.model.kinds[name] in BLOCKS,
+            }
             if a.ndim == 3:
-                layers.append(entry | {
-                    "maps": [png_url(m) for m in a[:MAX_MAPS]],
-                    "kernel_layer": producing_conv(self.model, name),
-                })  # fmt: skip
+                layers.append(
+                    entry
+                    | {
+                        "maps": [png_url(m) for m in a[:MAX_MAPS]],
+                        "kernel_layer": producing_conv(self.model, name),
+                    }
+                )
             elif a.ndim == 2:
                 entry["maps"] = [png_url(m[None]) for m in a[:MAX_MAPS]]
             else:
                 entry["units"] = strongest(a, MAX_UNITS)
             network.append(entry)
         logits = feats[next(reversed(feats))][0].double()
-        return {"input": png_data_url(prepared), "layers": layers, "network": network,
-                "output": {"logits": logits.tolist(),
-                           "probabilities": torch.softmax(logits, 0).tolist()}}  # fmt: skip
+        return {
+            "input": png_data_url(prepared),
+            "layers": layers,
+            "network": network,
+            "output": {
+                "logits": logits.tolist(),
+                "probabilities": torch.softmax(logits, 0).tolist(),
+            },
+        }
 
     def check_layer(self, layer: str, channel: int) -> None:
         if layer not in self.model.shapes:
@@ -372,8 +387,13 @@ class Service:
         conv = producing_conv(self.model, layer)
         if conv is not None:
             w = kernels(self.model, conv)
-            out |= {"kernel_layer": conv, "kernel": [png_url(k, signed=True) for k in w[channel][:16]],
-                    "kernel_values": np.round(w[channel], 4).tolist() if w[channel].size <= 1024 else None}  # fmt: skip
+            out |= {
+                "kernel_layer": conv,
+                "kernel": [png_url(k, signed=True) for k in w[channel][:16]],
+                "kernel_values": np.round(w[channel], 4).tolist()
+                if w[channel].size <= 1024
+                else None,
+            }
         sal, used = saliency(self.model, x, cls, smooth=8)
         return out | {
             "saliency": png_url(sal),
@@ -424,8 +444,12 @@ class Service:
         modules = []
         for name, module, t in steps[:MAX_INSIDE]:
             a = t[0].float().numpy()
-            entry = {"name": name, "type": type(module).__name__, "shape": list(a.shape),
-                     "sparsity": float((a == 0).mean())}  # fmt: skip
+            entry = {
+                "name": name,
+                "type": type(module).__name__,
+                "shape": list(a.shape),
+                "sparsity": float((a == 0).mean()),
+            }
             if a.ndim >= 2:
                 entry["maps"] = [png_url(as_rows(m)) for m in a[:INSIDE_MAPS]]
             else:
@@ -444,7 +468,10 @@ class Service:
 
     def check_attribution(self, method: str, layer: str) -> None:
         if method not in METHODS:
-            raise HTTPError(400, f"field 'method' must be one of {', '.join(METHODS)}; got {one_line(repr(method), 60)}")  # fmt: skip
+            raise HTTPError(
+                400,
+                f"field 'method' must be one of {', '.join(METHODS)}; got {one_line(repr(method), 60)}",
+            )
         if len(self.ckpt.meta["input_shape"]) != 3:
             raise HTTPError(400, "attribution maps need a model of images (C, H, W)")
         if layer:  # only Grad-CAM reads it, but a misspelt layer is refused for every method
@@ -462,8 +489,13 @@ class Service:
             amap, used = attribute(self.model, x, method, cls, layer or None, **options)
         except CnnlabError as e:
             raise HTTPError(400, str(e)) from None
-        return {"method": method, "class": self.ckpt.classes[used], "class_index": used,
-                "map": png_url(amap, signed=method in SIGNED), "methods": list(METHODS)}  # fmt: skip
+        return {
+            "method": method,
+            "class": self.ckpt.classes[used],
+            "class_index": used,
+            "map": png_url(amap, signed=method in SIGNED),
+            "methods": list(METHODS),
+        }
 
     def model_info(self) -> dict:
         first = conv_layers(self.model)[:1]
@@ -475,10 +507,17 @@ class Service:
             if first
             else []
         )
-        return {"name": self.model.spec["name"], "classes": self.ckpt.classes, "input_shape": self.ckpt.meta["input_shape"],
-                "preprocess": self.ckpt.meta.get("preprocess"), "summary": self.summary,
-                "first_layer": first[0] if first else None, "kernels": kern,
-                "softmax_layer": SOFTMAX, "attribution_methods": list(METHODS)}  # fmt: skip
+        return {
+            "name": self.model.spec["name"],
+            "classes": self.ckpt.classes,
+            "input_shape": self.ckpt.meta["input_shape"],
+            "preprocess": self.ckpt.meta.get("preprocess"),
+            "summary": self.summary,
+            "first_layer": first[0] if first else None,
+            "kernels": kern,
+            "softmax_layer": SOFTMAX,
+            "attribution_methods": list(METHODS),
+        }
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -489,8 +528,11 @@ def internal_error(request: Request, exc: Exception) -> JSONResponse:
     """The last resort: a bug, reported in one line to the client and in the log."""
     log.error(
         "internal error on %s %s: %s: %s",
-        request.method, request.url.path, type(exc).__name__, one_line(exc),
-    )  # fmt: skip
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        one_line(exc),
+    )
     return error(500, f"internal error ({type(exc).__name__}); the server keeps serving")
 
 

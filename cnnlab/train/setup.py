@@ -82,8 +82,12 @@ def pick_device(name: str) -> torch.device:
 def _data_options(
     cfg: TrainConfig, size: tuple[int, int] | None, channels: int | None, model: Net
 ) -> dict:
-    return {"channels": channels, "size": size, "skip_bad": cfg.skip_bad,
-            "sequences": not _spatial(model)}  # fmt: skip
+    return {
+        "channels": channels,
+        "size": size,
+        "skip_bad": cfg.skip_bad,
+        "sequences": not _spatial(model),
+    }
 
 
 def _spatial(model: Net) -> bool:
