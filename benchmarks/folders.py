@@ -36,11 +36,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parents[1]
 
 SETS = {
-    "png32": {"count": 50_000, "size": 32, "suffix": ".png", "read": 32, "model": "resnet20",
-              "batch": 128},
-    "jpeg256": {"count": 5_000, "size": 256, "suffix": ".jpg", "read": 128, "model": "resnet18",
-                "batch": 32},
-}  # fmt: skip
+    "png32": {
+        "count": 50_000,
+        "size": 32,
+        "suffix": ".png",
+        "read": 32,
+        "model": "resnet20",
+        "batch": 128,
+    },
+    "jpeg256": {
+        "count": 5_000,
+        "size": 256,
+        "suffix": ".jpg",
+        "read": 128,
+        "model": "resnet18",
+        "batch": 32,
+    },
+}
 CLASSES = 10
 WARMUP = 5
 
@@ -86,16 +98,23 @@ def ensure_set(root: Path, name: str) -> Path:
         for _ in pool.imap_unordered(_write, tasks, chunksize=256):
             pass
     marker.write_text(json.dumps({"count": spec["count"]}))
-    print(f"generated {name}: {spec['count']} files in {time.perf_counter() - start:.0f} s",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"generated {name}: {spec['count']} files in {time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+    )
     return folder
 
 
 # ---------------------------------------------------------------- measured in a fresh process
 def _child(args: list[str], cache: str) -> dict:
     env = {**os.environ, "CNNLAB_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
-                         text=True, env=env, check=False)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if out.returncode:
         raise SystemExit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -139,9 +158,14 @@ def _loader(folder: str, read: int | None, batch: int, shuffle: bool):
     import torch
     from torch.utils.data import DataLoader
 
-    return DataLoader(FolderDataset(folder, read), batch_size=batch, shuffle=shuffle,
-                      num_workers=os.cpu_count() or 1, drop_last=shuffle,
-                      generator=torch.Generator().manual_seed(0))  # fmt: skip
+    return DataLoader(
+        FolderDataset(folder, read),
+        batch_size=batch,
+        shuffle=shuffle,
+        num_workers=os.cpu_count() or 1,
+        drop_last=shuffle,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def child_baseline_load(folder: str, read: int | None) -> dict:
@@ -158,9 +182,19 @@ def child_train(folder: str, read: int | None, model: str, batch: int, steps: in
 
     size = f"{read}x{read}" if read else None
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(model=model, data=folder, size=size, batch_size=batch, epochs=1,
-                          val_split=0.0, augment="none", optimizer="nesterov", lr=0.01,
-                          ema=0.0, out=str(Path(out) / "run"))  # fmt: skip
+        cfg = TrainConfig(
+            model=model,
+            data=folder,
+            size=size,
+            batch_size=batch,
+            epochs=1,
+            val_split=0.0,
+            augment="none",
+            optimizer="nesterov",
+            lr=0.01,
+            ema=0.0,
+            out=str(Path(out) / "run"),
+        )
         trainer = make_trainer(cfg)
         marks: list[float] = []
 
@@ -209,8 +243,12 @@ def child_baseline_train(folder: str, read: int | None, model: str, batch: int, 
     return {"images_per_s": steps * batch / (marks[-1] - marks[WARMUP - 1])}
 
 
-CHILDREN = {"load": child_load, "baseline-load": child_baseline_load, "train": child_train,
-            "baseline-train": child_baseline_train}  # fmt: skip
+CHILDREN = {
+    "load": child_load,
+    "baseline-load": child_baseline_load,
+    "train": child_train,
+    "baseline-train": child_baseline_train,
+}
 
 
 def _run_child(argv: list[str]) -> None:
@@ -231,10 +269,18 @@ def measure(root: Path, name: str, steps: int) -> dict:
         model, batch = spec["model"], str(spec["batch"])
         ours = _child(["train", folder, read, model, batch, str(steps)], cache)
         theirs = _child(["baseline-train", folder, read, model, batch, str(steps)], cache)
-    return {"set": name, "count": first["count"], "shape": first["shape"], "first_s": first["seconds"],
-            "cached_s": cached["seconds"], "baseline_s": base["seconds"], "model": spec["model"],
-            "batch": spec["batch"], "train": ours["images_per_s"],
-            "baseline_train": theirs["images_per_s"]}  # fmt: skip
+    return {
+        "set": name,
+        "count": first["count"],
+        "shape": first["shape"],
+        "first_s": first["seconds"],
+        "cached_s": cached["seconds"],
+        "baseline_s": base["seconds"],
+        "model": spec["model"],
+        "batch": spec["batch"],
+        "train": ours["images_per_s"],
+        "baseline_train": theirs["images_per_s"],
+    }
 
 
 def table(rows: list[dict]) -> str:

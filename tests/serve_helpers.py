@@ -26,8 +26,13 @@ def running_server(run, *extra, preexec_fn=None):
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.log"
         with open(log_path, "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(run), "--port", str(port), *extra],
-                                    stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cnnlab", "serve", str(run), "--port", str(port), *extra],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                preexec_fn=preexec_fn,
+            )
         proc.log_path = log_path
         base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
@@ -67,8 +72,9 @@ def _digit(mode: str, side: int, paper, ink):
     img = Image.new(mode, (side, side), paper)
     ImageDraw.Draw(img).line(
         [(side * 0.35, side * 0.2), (side * 0.7, side * 0.2), (side * 0.47, side * 0.85)],
-        fill=ink, width=max(4, side // 25),
-    )  # fmt: skip
+        fill=ink,
+        width=max(4, side // 25),
+    )
     return img
 
 
@@ -81,12 +87,18 @@ def big_uploads(pixels: int, webp_pixels: int | None = None) -> dict[str, tuple[
     """
     side = math.isqrt(pixels)
     made = {
-        "JPEG progressive CMYK": (_digit("CMYK", side, (0, 0, 0, 0), (0, 0, 0, 255)), "JPEG",
-                                  {"quality": 90, "progressive": True, "subsampling": 0}),
-        "JPEG progressive RGB 4:4:4": (_digit("RGB", side, "white", "black"), "JPEG",
-                                       {"quality": 90, "progressive": True, "subsampling": 0}),
+        "JPEG progressive CMYK": (
+            _digit("CMYK", side, (0, 0, 0, 0), (0, 0, 0, 255)),
+            "JPEG",
+            {"quality": 90, "progressive": True, "subsampling": 0},
+        ),
+        "JPEG progressive RGB 4:4:4": (
+            _digit("RGB", side, "white", "black"),
+            "JPEG",
+            {"quality": 90, "progressive": True, "subsampling": 0},
+        ),
         "PNG RGBA": (_digit("RGBA", side, "white", "black"), "PNG", {"compress_level": 9}),
-    }  # fmt: skip
+    }
     if webp_pixels:
         webp = _digit("RGBA", math.isqrt(webp_pixels), "white", "black")
         made["WebP RGBA lossless"] = (webp, "WEBP", {"lossless": True, "method": 0})

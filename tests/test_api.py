@@ -10,7 +10,7 @@ import cnnlab
 
 
 def test_top_level_names_load_lazily_and_build():
-    code = "import cnnlab, sys; assert 'torch' not in sys.modules; m = cnnlab.build('lenet5'); print(m.spec['name'])"  # fmt: skip
+    code = "import cnnlab, sys; assert 'torch' not in sys.modules; m = cnnlab.build('lenet5'); print(m.spec['name'])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "lenet5", out.stderr
     assert cnnlab.to_spec(cnnlab.build("lenet5"))["name"] == "lenet5"

@@ -284,15 +284,30 @@ def test_wrong_choices_are_one_line_errors():
         ({"method": "lime"}, "unknown attribution method 'lime'; methods: saliency, smoothgrad"),
         ({"method": "saliency", "cls": 2}, r"class 2 is out of range \(0..1\)"),
         ({"method": "saliency", "cls": -1}, r"class -1 is out of range \(0..1\)"),
-        ({"method": "gradcam", "layer": "conv9"}, "Grad-CAM: no layer 'conv9'; layers with spatial maps: conv1, relu1, pool1"),
+        (
+            {"method": "gradcam", "layer": "conv9"},
+            "Grad-CAM: no layer 'conv9'; layers with spatial maps: conv1, relu1, pool1",
+        ),
         ({"method": "gradcam", "layer": "dense1"}, "Grad-CAM: no spatial maps in 'dense1'"),
-        ({"method": "occlusion", "window": 40}, "occlusion: window must be an integer in 1..16, got 40"),
-        ({"method": "occlusion", "window": 4, "stride": 5}, "occlusion: stride must be an integer in 1..4"),
-        ({"method": "integrated-gradients", "steps": 1}, "integrated-gradients: steps must be an integer in 2..4096"),
-        ({"method": "integrated-gradients", "baseline": float("nan")}, "baseline must be a finite number"),
+        (
+            {"method": "occlusion", "window": 40},
+            "occlusion: window must be an integer in 1..16, got 40",
+        ),
+        (
+            {"method": "occlusion", "window": 4, "stride": 5},
+            "occlusion: stride must be an integer in 1..4",
+        ),
+        (
+            {"method": "integrated-gradients", "steps": 1},
+            "integrated-gradients: steps must be an integer in 2..4096",
+        ),
+        (
+            {"method": "integrated-gradients", "baseline": float("nan")},
+            "baseline must be a finite number",
+        ),
         ({"method": "smoothgrad", "noise": -1}, "smoothgrad: noise must be a number in 0..10"),
         ({"method": "saliency", "steps": 3}, "saliency: unknown option steps; it takes no options"),
-    ]  # fmt: skip
+    ]
     for kwargs, message in cases:
         kwargs = dict(kwargs)
         method = kwargs.pop("method")
@@ -309,27 +324,64 @@ def test_cli_attribute_draws_the_methods_and_refuses_bad_choices(tiny, tmp_path)
     from cnnlab.train import TrainConfig, train
 
     data, spec = tiny
-    train(TrainConfig(model=str(spec), data=str(data), epochs=1, batch_size=32, optimizer="adam",
-                      lr=0.01, augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(spec),
+            data=str(data),
+            epochs=1,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            out=str(tmp_path / "run"),
+        )
+    )
     picture = np.zeros((12, 12), np.uint8)
     picture[1:5, 7:11] = 230
     Image.fromarray(picture).save(tmp_path / "q.png")
-    run = [sys.executable, "-m", "cnnlab", "inspect", "attribute", str(tmp_path / "run"), str(tmp_path / "q.png")]  # fmt: skip
-    out = subprocess.run([*run, "--out", str(tmp_path / "all.png")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = [
+        sys.executable,
+        "-m",
+        "cnnlab",
+        "inspect",
+        "attribute",
+        str(tmp_path / "run"),
+        str(tmp_path / "q.png"),
+    ]
+    out = subprocess.run(
+        [*run, "--out", str(tmp_path / "all.png")], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     with Image.open(tmp_path / "all.png") as img:
         wide = img.width
-    out = subprocess.run([*run, "--method", "gradcam", "--method", "occlusion", "--layer", "relu1", "--out",
-                          str(tmp_path / "two.png")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [
+            *run,
+            "--method",
+            "gradcam",
+            "--method",
+            "occlusion",
+            "--layer",
+            "relu1",
+            "--out",
+            str(tmp_path / "two.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     with Image.open(tmp_path / "two.png") as img:
         assert img.width < 0.7 * wide  # three columns instead of eight
     for extra, message in (
         (["--class", "9"], "Error: --class 9 is out of range (0..3: 0, 1, 2, 3)"),
-        (["--method", "gradcam", "--layer", "dense2"], "Error: Grad-CAM: no spatial maps in 'dense2'"),
+        (
+            ["--method", "gradcam", "--layer", "dense2"],
+            "Error: Grad-CAM: no spatial maps in 'dense2'",
+        ),
         (["--method", "saliency", "--layer", "conv9"], "Error: Grad-CAM: no layer 'conv9'"),
         (["--method", "shap"], "Invalid value for '--method'"),
-    ):  # fmt: skip
+    ):
         out = subprocess.run([*run, *extra], capture_output=True, text=True, timeout=300)
         assert out.returncode != 0 and message in out.stderr, out.stderr
         assert "Traceback" not in out.stderr

@@ -22,8 +22,20 @@ def test_help_lists_every_command_and_the_real_defaults():
     from cnnlab.train.config import DEFAULTS
 
     out = run("--help").stdout
-    for command in ("convolve", "data", "eval", "export", "gradcheck", "inspect", "predict",
-                    "report", "serve", "summary", "train", "zoo"):  # fmt: skip
+    for command in (
+        "convolve",
+        "data",
+        "eval",
+        "export",
+        "gradcheck",
+        "inspect",
+        "predict",
+        "report",
+        "serve",
+        "summary",
+        "train",
+        "zoo",
+    ):
         assert f"\n  {command} " in out, command
     flat = " ".join(run("train", "--help").stdout.split())  # help text wraps at any width
     for key in ("epochs", "batch_size", "optimizer", "schedule", "warmup", "ema", "augment"):

@@ -20,8 +20,12 @@ def test_pca_keeps_the_distances_of_points_on_a_plane():
     basis, _ = torch.linalg.qr(torch.randn(30, 2, generator=gen))  # a plane in 30-d
     features = plane @ basis.T + 3.0
     coords = pca_2d(features)
-    np.testing.assert_allclose(torch.cdist(torch.from_numpy(coords), torch.from_numpy(coords)),
-                               torch.cdist(plane.double(), plane.double()), rtol=1e-5, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        torch.cdist(torch.from_numpy(coords), torch.from_numpy(coords)),
+        torch.cdist(plane.double(), plane.double()),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     assert coords[:, 0].var() > coords[:, 1].var()  # the first axis carries the most variance
     # signs fixed: each axis's largest coordinate is positive, so a mirrored input maps the same
     assert (coords[np.abs(coords).argmax(0), [0, 1]] > 0).all()
@@ -49,8 +53,16 @@ def test_the_page_has_no_script_and_escapes_class_names(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(5, 1, 8, 8)).astype(np.uint8)
     labels, predicted = np.array([0, 1, 0, 1, 1]), np.array([0, 1, 1, 1, 0])
-    path = embedding_html(rng.normal(size=(5, 2)), images, labels, predicted, classes, "t <x>",
-                          tmp_path / "e.html", ids=[10, 11, 12, 13, 14])  # fmt: skip
+    path = embedding_html(
+        rng.normal(size=(5, 2)),
+        images,
+        labels,
+        predicted,
+        classes,
+        "t <x>",
+        tmp_path / "e.html",
+        ids=[10, 11, 12, 13, 14],
+    )
     text = path.read_text()
     assert "<script" not in text.lower() and 'onerror="' not in text and "<img src=x" not in text
     assert text.count('class="d') == 5 and text.count('class="d wrong"') == 2
@@ -66,8 +78,18 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("embed")
     data = make_tiny_idx(root / "data")
     (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(TrainConfig(model=str(root / "tiny.yaml"), data=str(data), epochs=2, batch_size=32,
-                      optimizer="adam", lr=0.01, augment="none", out=str(root / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(root / "tiny.yaml"),
+            data=str(data),
+            epochs=2,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            out=str(root / "run"),
+        )
+    )
     return root
 
 
@@ -76,9 +98,27 @@ def test_cli_embed_writes_a_page_and_a_picture_that_a_browser_shows(run, tmp_pat
 
     from tests.test_page import CHROMIUM
 
-    out = subprocess.run([sys.executable, "-m", "cnnlab", "inspect", "embed", str(run / "run"), "--data",
-                          str(run / "data"), "--n", "120", "--method", "pca", "--out", str(tmp_path / "e.html")],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "inspect",
+            "embed",
+            str(run / "run"),
+            "--data",
+            str(run / "data"),
+            "--n",
+            "120",
+            "--method",
+            "pca",
+            "--out",
+            str(tmp_path / "e.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(tmp_path / "e.html"), str(tmp_path / "e.png")]
     assert out.stderr.strip() == "embedding: PCA"
@@ -93,7 +133,9 @@ def test_cli_embed_writes_a_page_and_a_picture_that_a_browser_shows(run, tmp_pat
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
         page = browser.new_page()
         page.goto((tmp_path / "e.html").as_uri())
         first = page.locator(".d").first
@@ -103,6 +145,21 @@ def test_cli_embed_writes_a_page_and_a_picture_that_a_browser_shows(run, tmp_pat
         size = first.locator("figure img").evaluate("i => i.naturalWidth")
         browser.close()
     assert not hidden and shown and size == 12
-    bad = subprocess.run([sys.executable, "-m", "cnnlab", "inspect", "embed", str(run / "run"), "--data",
-                          str(run / "data"), "--n", "2"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "inspect",
+            "embed",
+            str(run / "run"),
+            "--data",
+            str(run / "data"),
+            "--n",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "--n" in bad.stderr and "Traceback" not in bad.stderr

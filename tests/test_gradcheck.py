@@ -49,8 +49,12 @@ def test_cli_gradcheck_and_summary_json():
         report["worst"] < report["tolerance"]
         and [r["layer"] for r in report["layers"]][0] == "conv1"
     )
-    out = subprocess.run([*run, "summary", "vgg16", "--input", "3,32,32", "--classes", "10", "--json"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [*run, "summary", "vgg16", "--input", "3,32,32", "--classes", "10", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     summary = json.loads(out.stdout)
     assert summary["input"] == [3, 32, 32] and summary["layers"][-1]["output"] == [10]
     out = subprocess.run(

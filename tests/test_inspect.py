@@ -48,8 +48,19 @@ def block_run(tmp_path_factory):
         write_idx(root / "data" / f"{prefix}-images-idx3-ubyte", x)
         write_idx(root / "data" / f"{prefix}-labels-idx1-ubyte", y)
     (root / "block.yaml").write_text(BLOCK_SPEC)
-    result = train(TrainConfig(model=str(root / "block.yaml"), data=str(root / "data"), epochs=6, batch_size=64,
-                               optimizer="adam", lr=0.01, augment="none", label_smoothing=0.0, out=str(root / "run")))  # fmt: skip
+    result = train(
+        TrainConfig(
+            model=str(root / "block.yaml"),
+            data=str(root / "data"),
+            epochs=6,
+            batch_size=64,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            label_smoothing=0.0,
+            out=str(root / "run"),
+        )
+    )
     assert result["test_acc"] > 0.9
     return root
 
@@ -179,21 +190,50 @@ def test_convolve_reproduces_the_worked_example(tmp_path):
     )
     Image.fromarray(image * 255).save(tmp_path / "x.png")
     (tmp_path / "k.txt").write_text("1 0 1\n0 1 0\n1 0 1\n")
-    out = subprocess.run([sys.executable, "-m", "cnnlab", "convolve", str(tmp_path / "x.png"), "--kernel",
-                          str(tmp_path / "k.txt"), "--print"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "convolve",
+            str(tmp_path / "x.png"),
+            "--kernel",
+            str(tmp_path / "k.txt"),
+            "--print",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     fmap = out.stdout.split("feature map (3x3):")[1].split()[:9]
     assert [int(v) for v in fmap] == [4, 3, 4, 2, 4, 3, 2, 3, 4]
-    out = subprocess.run([sys.executable, "-m", "cnnlab", "convolve", str(tmp_path / "x.png"), "--kernel", "blurry"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "convolve", str(tmp_path / "x.png"), "--kernel", "blurry"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1 and "not a kernel name (identity, box-blur" in out.stderr
 
 
 def test_report_opens_in_a_browser_with_every_image(mnist_run, tmp_path):
     from tests.test_page import CHROMIUM
 
-    out = subprocess.run([sys.executable, "-m", "cnnlab", "report", str(mnist_run), "--out", str(tmp_path / "r.html")],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "report",
+            str(mnist_run),
+            "--out",
+            str(tmp_path / "r.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "r.html").read_text()
     assert "<script" not in text and "http" not in text.split("<body>")[1]
@@ -210,7 +250,11 @@ def test_report_opens_in_a_browser_with_every_image(mnist_run, tmp_path):
         "Sparsity per layer",
     ):
         assert heading in text
-    zeros = {row.split("</td><td>")[0]: row.split("</td><td>")[2] for row in text.split("<tr><td>")[1:] if "%</td>" in row}  # fmt: skip
+    zeros = {
+        row.split("</td><td>")[0]: row.split("</td><td>")[2]
+        for row in text.split("<tr><td>")[1:]
+        if "%</td>" in row
+    }
     assert zeros["conv1"] == "0.0%" and float(zeros["relu1"].rstrip("%")) > 10
     from pathlib import Path
 
@@ -235,8 +279,12 @@ def test_report_opens_in_a_browser_with_every_image(mnist_run, tmp_path):
 def test_cli_errors_list_what_exists(mnist_run, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     run = [sys.executable, "-m", "cnnlab", "inspect"]
-    out = subprocess.run([*run, "deconv", str(mnist_run), str(tmp_path / "notes.txt"), "--layer", "conv1"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [*run, "deconv", str(mnist_run), str(tmp_path / "notes.txt"), "--layer", "conv1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1 and "notes.txt: not an image" in out.stderr
     digit = tmp_path / "d.png"
     Image.new("L", (28, 28), 255).save(digit)

@@ -97,7 +97,11 @@ INSPECTIONS = {
     "top_activations": lambda m, x: top_activations(m, _bank(), NORM, ["conv1", "relu2"], k=3),
     "sparsity": lambda m, x: sparsity(m, _bank(), NORM),
 }
-QUICK = {"smoothgrad": {"samples": 2}, "integrated-gradients": {"steps": 4}, "occlusion": {"window": 6, "stride": 3}}  # fmt: skip
+QUICK = {
+    "smoothgrad": {"samples": 2},
+    "integrated-gradients": {"steps": 4},
+    "occlusion": {"window": 6, "stride": 3},
+}
 for _method in METHODS:  # every attribution method, Grad-CAM on the second convolution
     INSPECTIONS[f"attribute {_method}"] = lambda m, x, method=_method: attribute(
         m, x, method, layer="conv2", **QUICK.get(method, {})
@@ -108,19 +112,35 @@ def _state(model):
     return {
         "params": {n: p.detach().clone() for n, p in model.named_parameters()},
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
-        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
         "training": {n: m.training for n, m in model.named_modules()},
         # which modules, in-place or not, with which hooks: a method that hooks or converts
         # modules must do so on a copy
-        "structure": [(n, type(m), getattr(m, "inplace", None), len(m._forward_hooks), len(m._forward_pre_hooks),
-                       len(m._backward_hooks), len(m._backward_pre_hooks)) for n, m in model.named_modules()],
-    }  # fmt: skip
+        "structure": [
+            (
+                n,
+                type(m),
+                getattr(m, "inplace", None),
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(m._backward_pre_hooks),
+            )
+            for n, m in model.named_modules()
+        ],
+    }
 
 
 def _changed(a: dict, b: dict) -> list[str]:
     """What differs between two states: parameter/buffer/grad names and module modes."""
-    out = [f"{key} {n}" for key in ("params", "buffers") for n in a[key]
-           if not torch.equal(a[key][n], b[key][n])]  # fmt: skip
+    out = [
+        f"{key} {n}"
+        for key in ("params", "buffers")
+        for n in a[key]
+        if not torch.equal(a[key][n], b[key][n])
+    ]
     for n, g in a["grads"].items():
         h = b["grads"][n]
         if (g is None) != (h is None) or (g is not None and not torch.equal(g, h)):

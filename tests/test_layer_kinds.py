@@ -224,7 +224,7 @@ CASES = {
     "inception": ([4, 6, 6], INCEPTION, ref_inception),
     "dense_block": ([4, 4, 4], {"layers": 2, "growth": 2, "bn_size": 2}, ref_dense_block),
     "transition": ([4, 4, 4], {"compression": 0.5}, ref_transition),
-}  # fmt: skip
+}
 POOL_MODES = {
     "mean": ref_pool("mean", (1, 1)),  # mean over the real pixels of each padded window
     "sum": ref_pool("sum", (1, 1)),
@@ -236,7 +236,7 @@ ONE_D = {  # the same layers on (C, L) sequences
     "pool": ([2, 8], {"mode": "max", "size": 2}, ref_pool1d),
     "global_pool": ([3, 7], {"mode": "max"}, lambda x, m, f: x.max(1)),
     "batchnorm": ([3, 6], {}, lambda x, m, f: ref_batchnorm(x[:, None], m, f)[:, 0]),
-}  # fmt: skip
+}
 
 
 def _net(kind: str, shape: list[int], fields: dict):

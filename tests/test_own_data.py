@@ -287,10 +287,19 @@ def test_the_server_reads_an_upload_by_the_checkpoints_recipe_as_predict_does(tm
     from tests.serve_helpers import running_server
 
     spec = tmp_path / "s.yaml"
-    spec.write_text("input: [1, 16, 16]\nclasses: 4\nlayers:\n  - {type: conv, filters: 4, kernel: 3}\n"
-                    "  - {type: relu}\n  - {type: dense}\n")  # fmt: skip
-    train(TrainConfig(model=str(spec), data=str(make_tiny_idx(tmp_path / "data")), epochs=1,
-                      augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    spec.write_text(
+        "input: [1, 16, 16]\nclasses: 4\nlayers:\n  - {type: conv, filters: 4, kernel: 3}\n"
+        "  - {type: relu}\n  - {type: dense}\n"
+    )
+    train(
+        TrainConfig(
+            model=str(spec),
+            data=str(make_tiny_idx(tmp_path / "data")),
+            epochs=1,
+            augment="none",
+            out=str(tmp_path / "run"),
+        )
+    )
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.meta["input_recipe"]["pad"] == [2, 2]
     upload = tmp_path / "white.png"
@@ -298,8 +307,9 @@ def test_the_server_reads_an_upload_by_the_checkpoints_recipe_as_predict_does(tm
     want = prepare_image(ckpt, upload)
     assert want[0, 2:14, 2:14].min() == 255 and want[0, :2].max() == 0  # padded, not resized
     with running_server(tmp_path / "run") as (base, _):
-        req = urllib.request.Request(base + "/api/predict", data=upload.read_bytes(),
-                                     headers={"Content-Type": "image/png"})  # fmt: skip
+        req = urllib.request.Request(
+            base + "/api/predict", data=upload.read_bytes(), headers={"Content-Type": "image/png"}
+        )
         with urllib.request.urlopen(req, timeout=60) as r:
             answer = json.load(r)
     png = base64.b64decode(answer["input"].split(",", 1)[1])

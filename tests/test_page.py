@@ -22,9 +22,18 @@ def test_draw_a_one_and_see_the_network_work(mnist_run):
 
     ARTIFACTS.mkdir(exist_ok=True)
     with running_server(mnist_run) as (base, proc), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])  # fmt: skip
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -86,8 +95,12 @@ def test_draw_a_one_and_see_the_network_work(mnist_run):
     assert not errors, errors
 
 
-HOSTILE_CLASSES = ['<img src=x onerror="window.pwned=1">', "a & b &amp; <b>c</b>", "$& $1 $' $`",
-                   "  two\nlines  "]  # fmt: skip
+HOSTILE_CLASSES = [
+    '<img src=x onerror="window.pwned=1">',
+    "a & b &amp; <b>c</b>",
+    "$& $1 $' $`",
+    "  two\nlines  ",
+]
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +112,18 @@ def hostile_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("names")
     (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(TrainConfig(model=str(root / "tiny.yaml"), data=str(make_tiny_idx(root / "data")), epochs=1,
-                      batch_size=32, optimizer="adam", lr=0.01, augment="none", out=str(root / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(root / "tiny.yaml"),
+            data=str(make_tiny_idx(root / "data")),
+            epochs=1,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            out=str(root / "run"),
+        )
+    )
     for meta_path in (root / "run" / "checkpoints").glob("*.json"):
         meta = json.loads(meta_path.read_text())
         if "classes" in meta:

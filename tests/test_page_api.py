@@ -41,8 +41,19 @@ def trained(root, spec_text):
 
     (root / "spec.yaml").write_text(spec_text)
     threads = torch.get_num_threads()  # training sets it for the whole process
-    train(TrainConfig(model=str(root / "spec.yaml"), data=str(make_tiny_idx(root / "data")), epochs=1,
-                      batch_size=32, optimizer="adam", lr=0.01, augment="none", threads=1, out=str(root / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(root / "spec.yaml"),
+            data=str(make_tiny_idx(root / "data")),
+            epochs=1,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            threads=1,
+            out=str(root / "run"),
+        )
+    )
     torch.set_num_threads(threads)
     return root / "run"
 
@@ -81,11 +92,18 @@ def features(ckpt, data_url):
         return ckpt.model.eval().features(model_input(ckpt, data_url))
 
 
-@pytest.mark.parametrize("layer,unit", [
-    ("conv1", {"channel": 2, "y": 0, "x": 9}), ("relu1", {"channel": 3, "y": 4, "x": 4}),
-    ("pool1", {"channel": 1, "y": 2, "x": 3}), ("dense1", {"index": 7}), ("relu2", {"index": 15}),
-    ("dense2", {"index": 1}), (SOFTMAX, {"index": 2}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "layer,unit",
+    [
+        ("conv1", {"channel": 2, "y": 0, "x": 9}),
+        ("relu1", {"channel": 3, "y": 4, "x": 4}),
+        ("pool1", {"channel": 1, "y": 2, "x": 3}),
+        ("dense1", {"index": 7}),
+        ("relu2", {"index": 15}),
+        ("dense2", {"index": 1}),
+        (SOFTMAX, {"index": 2}),
+    ],
+)
 def test_a_unit_is_the_models_own_value(tiny, layer, unit):
     base, _, ckpt = tiny
     status, d = post_json(base, "/api/unit", {"image": url(), "layer": layer, **unit})
@@ -113,8 +131,10 @@ def test_a_unit_is_asked_for_three_ways(tiny):
     want = post_json(base, "/api/unit", {"image": url(), "layer": "pool1", "index": 25})[1]
     assert want["position"] == [1, 0, 0]  # index 25 of 4 x 5 x 5 is channel 1, (0, 0)
     body, ctype = multipart(png(), extra={"layer": "pool1", "channel": "1", "y": "0", "x": "0"})
-    for request in (http("POST", "/api/unit", body, ctype),
-                    http("POST", "/api/unit?layer=pool1&index=25", png(), "image/png")):  # fmt: skip
+    for request in (
+        http("POST", "/api/unit", body, ctype),
+        http("POST", "/api/unit?layer=pool1&index=25", png(), "image/png"),
+    ):
         status, got = exchange(base, request)
         assert status == 200 and got["value"] == want["value"] and got["position"] == [1, 0, 0]
 
@@ -155,8 +175,12 @@ def test_a_blocks_inside_and_its_units(blocks):
     assert inside["modules"][-1]["sparsity"] == pytest.approx(
         float((feats["residual1"] == 0).float().mean())
     )
-    for layer, rule in (("residual1", "residual"), ("inception1", "concat"), ("dense_block1", "dense_block"),
-                        ("transition1", "pool")):  # fmt: skip
+    for layer, rule in (
+        ("residual1", "residual"),
+        ("inception1", "concat"),
+        ("dense_block1", "dense_block"),
+        ("transition1", "pool"),
+    ):
         status, d = post_json(
             base, "/api/unit", {"image": url(), "layer": layer, "channel": 1, "y": 1, "x": 1}
         )
@@ -173,9 +197,11 @@ def test_concurrent_units_give_the_serial_answers(blocks):
     base, _, _ = blocks
     jobs = []
     for i in range(4):
-        jobs += [("/api/unit", {"image": url(i), "layer": "inception1", "channel": 5, "y": i, "x": 2}),
-                 ("/api/inside", {"image": url(i), "layer": "dense_block1"}),
-                 ("/api/unit", {"image": url(i), "layer": SOFTMAX, "index": i})]  # fmt: skip
+        jobs += [
+            ("/api/unit", {"image": url(i), "layer": "inception1", "channel": 5, "y": i, "x": 2}),
+            ("/api/inside", {"image": url(i), "layer": "dense_block1"}),
+            ("/api/unit", {"image": url(i), "layer": SOFTMAX, "index": i}),
+        ]
     serial = [post_json(base, path, body) for path, body in jobs]
     with ThreadPoolExecutor(8) as pool:
         concurrent = list(pool.map(lambda job: post_json(base, *job), jobs * 3))
@@ -189,34 +215,141 @@ def as_json(**fields) -> bytes:
 
 
 HOSTILE = [
-    ("no layer", http("POST", "/api/unit", as_json(index=0), "application/json"), 400, "no layer ''; layers: conv1"),
-    ("layer a list", http("POST", "/api/unit", as_json(layer=["conv1"]), "application/json"), 400, "must be a string"),
-    ("layer 100 kB long", http("POST", "/api/unit", as_json(layer="x" * 100_000), "application/json"), 400, "no layer 'xxx"),
-    ("index negative", http("POST", "/api/unit", as_json(layer="conv1", index=-1), "application/json"), 400, "'index' must be in 0..399"),
-    ("index past the layer", http("POST", "/api/unit", as_json(layer="conv1", index=400), "application/json"), 400, "'index' must be in 0..399"),
-    ("index huge", http("POST", "/api/unit", as_json(layer="conv1", index=10**30), "application/json"), 400, "must be in 0..399"),
-    ("index a fraction", http("POST", "/api/unit", as_json(layer="dense1", index=1.5), "application/json"), 400, "must be an integer"),
-    ("index NaN", http("POST", "/api/unit", as_json(layer="dense1", index=float("nan")), "application/json"), 400, "finite"),
-    ("index true", http("POST", "/api/unit", as_json(layer="dense1", index=True), "application/json"), 400, "must be an integer"),
-    ("channel past the layer", http("POST", "/api/unit", as_json(layer="pool1", channel=4), "application/json"), 400, "'channel' must be in 0..3"),
-    ("y past the map", http("POST", "/api/unit", as_json(layer="conv1", channel=0, y=10), "application/json"), 400, "'y' must be in 0..9"),
-    ("x a word", http("POST", "/api/unit?layer=conv1&x=left", png(), "image/png"), 400, "'x' must be an integer"),
-    ("x 5000 digits", http("POST", "/api/unit?layer=conv1&x=" + "9" * 5000, png(), "image/png"), 400, "'x' must be an integer"),
-    ("softmax class past the classes", http("POST", "/api/unit", as_json(layer=SOFTMAX, index=4), "application/json"), 400, "'index' must be in 0..3"),
-    ("no image", http("POST", "/api/unit", b'{"layer": "conv1"}', "application/json"), 400, "field 'image'"),
-    ("not an image", http("POST", "/api/unit?layer=conv1", b"plain words", "image/png"), 400, "not an image"),
-    ("body over the cap", http("POST", "/api/unit", b"\x00" * (CAP + 10), "image/png"), 413, "over the limit"),
-    ("chunked body over the cap", http("POST", "/api/inside", b"\x00" * 3 * CAP, "image/png", chunked=True), 413, "over the limit"),
+    (
+        "no layer",
+        http("POST", "/api/unit", as_json(index=0), "application/json"),
+        400,
+        "no layer ''; layers: conv1",
+    ),
+    (
+        "layer a list",
+        http("POST", "/api/unit", as_json(layer=["conv1"]), "application/json"),
+        400,
+        "must be a string",
+    ),
+    (
+        "layer 100 kB long",
+        http("POST", "/api/unit", as_json(layer="x" * 100_000), "application/json"),
+        400,
+        "no layer 'xxx",
+    ),
+    (
+        "index negative",
+        http("POST", "/api/unit", as_json(layer="conv1", index=-1), "application/json"),
+        400,
+        "'index' must be in 0..399",
+    ),
+    (
+        "index past the layer",
+        http("POST", "/api/unit", as_json(layer="conv1", index=400), "application/json"),
+        400,
+        "'index' must be in 0..399",
+    ),
+    (
+        "index huge",
+        http("POST", "/api/unit", as_json(layer="conv1", index=10**30), "application/json"),
+        400,
+        "must be in 0..399",
+    ),
+    (
+        "index a fraction",
+        http("POST", "/api/unit", as_json(layer="dense1", index=1.5), "application/json"),
+        400,
+        "must be an integer",
+    ),
+    (
+        "index NaN",
+        http("POST", "/api/unit", as_json(layer="dense1", index=float("nan")), "application/json"),
+        400,
+        "finite",
+    ),
+    (
+        "index true",
+        http("POST", "/api/unit", as_json(layer="dense1", index=True), "application/json"),
+        400,
+        "must be an integer",
+    ),
+    (
+        "channel past the layer",
+        http("POST", "/api/unit", as_json(layer="pool1", channel=4), "application/json"),
+        400,
+        "'channel' must be in 0..3",
+    ),
+    (
+        "y past the map",
+        http("POST", "/api/unit", as_json(layer="conv1", channel=0, y=10), "application/json"),
+        400,
+        "'y' must be in 0..9",
+    ),
+    (
+        "x a word",
+        http("POST", "/api/unit?layer=conv1&x=left", png(), "image/png"),
+        400,
+        "'x' must be an integer",
+    ),
+    (
+        "x 5000 digits",
+        http("POST", "/api/unit?layer=conv1&x=" + "9" * 5000, png(), "image/png"),
+        400,
+        "'x' must be an integer",
+    ),
+    (
+        "softmax class past the classes",
+        http("POST", "/api/unit", as_json(layer=SOFTMAX, index=4), "application/json"),
+        400,
+        "'index' must be in 0..3",
+    ),
+    (
+        "no image",
+        http("POST", "/api/unit", b'{"layer": "conv1"}', "application/json"),
+        400,
+        "field 'image'",
+    ),
+    (
+        "not an image",
+        http("POST", "/api/unit?layer=conv1", b"plain words", "image/png"),
+        400,
+        "not an image",
+    ),
+    (
+        "body over the cap",
+        http("POST", "/api/unit", b"\x00" * (CAP + 10), "image/png"),
+        413,
+        "over the limit",
+    ),
+    (
+        "chunked body over the cap",
+        http("POST", "/api/inside", b"\x00" * 3 * CAP, "image/png", chunked=True),
+        413,
+        "over the limit",
+    ),
     ("empty body", http("POST", "/api/unit", b"", "application/json"), 400, "empty body"),
-    ("text body", http("POST", "/api/unit", b"conv1", "text/plain"), 415, "unsupported content type"),
-    ("inside of a plain layer", http("POST", "/api/inside", as_json(layer="conv1"), "application/json"), 400, "no block 'conv1'"),
-    ("inside of nothing", http("POST", "/api/inside", as_json(), "application/json"), 400, "no block ''"),
+    (
+        "text body",
+        http("POST", "/api/unit", b"conv1", "text/plain"),
+        415,
+        "unsupported content type",
+    ),
+    (
+        "inside of a plain layer",
+        http("POST", "/api/inside", as_json(layer="conv1"), "application/json"),
+        400,
+        "no block 'conv1'",
+    ),
+    (
+        "inside of nothing",
+        http("POST", "/api/inside", as_json(), "application/json"),
+        400,
+        "no block ''",
+    ),
     ("GET the unit", http("GET", "/api/unit"), 405, "Method Not Allowed"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("name,request_bytes,status,words", HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_a_bad_unit_request_is_a_json_4xx_and_the_server_goes_on(tiny, name, request_bytes, status, words):  # fmt: skip
+def test_a_bad_unit_request_is_a_json_4xx_and_the_server_goes_on(
+    tiny, name, request_bytes, status, words
+):
     base, proc, _ = tiny
     got, body = exchange(base, request_bytes)
     assert (got, list(body)) == (status, ["error"]), body

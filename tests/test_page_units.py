@@ -18,8 +18,15 @@ from tests.serve_helpers import model_input, post_json, running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # the layers clicked on each model: a convolution, a pooling, a dense layer (and mnistnet's
 # batch norm); the softmax column is clicked on both
 CLICKED = {
@@ -250,8 +257,17 @@ def blocks_site(tmp_path_factory):
     root = tmp_path_factory.mktemp("page-blocks")
     (root / "spec.yaml").write_text(BLOCKS_SPEC)
     threads = torch.get_num_threads()  # training sets it for the whole process
-    train(TrainConfig(model=str(root / "spec.yaml"), data=str(make_tiny_idx(root / "data")), epochs=1,
-                      batch_size=32, augment="none", threads=1, out=str(root / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(root / "spec.yaml"),
+            data=str(make_tiny_idx(root / "data")),
+            epochs=1,
+            batch_size=32,
+            augment="none",
+            threads=1,
+            out=str(root / "run"),
+        )
+    )
     torch.set_num_threads(threads)
     with running_server(root / "run") as (base, _):
         yield base

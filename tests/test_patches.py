@@ -68,11 +68,19 @@ SPECS = {
         {"type": "conv", "filters": 4, "kernel": 3, "padding": 1},
         {"type": "residual", "filters": 4},
         {"type": "residual", "filters": 8, "stride": 2, "shortcut": "pad"},
-        {"type": "inception", "b1": 2, "b3_reduce": 2, "b3": 2, "b5_reduce": 2, "b5": 2, "pool_proj": 2},
+        {
+            "type": "inception",
+            "b1": 2,
+            "b3_reduce": 2,
+            "b3": 2,
+            "b5_reduce": 2,
+            "b5": 2,
+            "pool_proj": 2,
+        },
         {"type": "dense_block", "layers": 2, "growth": 2},
         {"type": "transition"},
     ],
-}  # fmt: skip
+}
 
 
 def _linear(model: nn.Module) -> nn.Module:
@@ -92,7 +100,12 @@ def test_fields_are_exactly_where_a_unit_gets_its_gradient(name):
     ReLUs, all weights positive) span exactly its field, clipped to the image. Over all
     channels: an inception layer's field is the union of its branches'."""
     torch.manual_seed(0)
-    spec = {"name": "f", "input": [1, 23, 21], "classes": 2, "layers": [*SPECS[name], {"type": "dense"}]}  # fmt: skip
+    spec = {
+        "name": "f",
+        "input": [1, 23, 21],
+        "classes": 2,
+        "layers": [*SPECS[name], {"type": "dense"}],
+    }
     model = _linear(build(spec))
     with torch.no_grad():
         for p in model.parameters():
@@ -169,9 +182,16 @@ def test_a_spot_detector_finds_the_brightest_spots_and_crops_them():
 def test_wrong_layers_are_named():
     model = build(FIELD_SPEC)
     with pytest.raises(CnnlabError, match="no layer 'conv7'; layers: conv1, pool1, conv2, dense1"):
-        top_activations(model, torch.zeros(2, 1, 12, 12, dtype=torch.uint8), Normalize([0], [1]), ["conv7"])  # fmt: skip
-    with pytest.raises(CnnlabError, match=r"layer 'dense1' has no spatial maps of its own \(shape \(2,\)\); layers with them: conv1, pool1, conv2"):  # fmt: skip
-        top_activations(model, torch.zeros(2, 1, 12, 12, dtype=torch.uint8), Normalize([0], [1]), ["dense1"])  # fmt: skip
+        top_activations(
+            model, torch.zeros(2, 1, 12, 12, dtype=torch.uint8), Normalize([0], [1]), ["conv7"]
+        )
+    with pytest.raises(
+        CnnlabError,
+        match=r"layer 'dense1' has no spatial maps of its own \(shape \(2,\)\); layers with them: conv1, pool1, conv2",
+    ):
+        top_activations(
+            model, torch.zeros(2, 1, 12, 12, dtype=torch.uint8), Normalize([0], [1]), ["dense1"]
+        )
 
 
 SPARSE_SPEC = {
@@ -203,14 +223,28 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("units")
     data = make_tiny_idx(root / "data")
     (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(TrainConfig(model=str(root / "tiny.yaml"), data=str(data), epochs=2, batch_size=32,
-                      optimizer="adam", lr=0.01, augment="none", out=str(root / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(root / "tiny.yaml"),
+            data=str(data),
+            epochs=2,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            out=str(root / "run"),
+        )
+    )
     return root
 
 
 def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _one_line_error(out, message):
@@ -222,17 +256,38 @@ def _one_line_error(out, message):
 def test_cli_top_patches_writes_a_page_per_layer(tiny_run, tmp_path):
     from PIL import Image
 
-    out = _cli("inspect", "top-patches", tiny_run / "run", "--data", tiny_run / "data", "--k", "4",
-               "--layer", "conv1", "--layer", "pool1", "--out", tmp_path / "tp.png")  # fmt: skip
+    out = _cli(
+        "inspect",
+        "top-patches",
+        tiny_run / "run",
+        "--data",
+        tiny_run / "data",
+        "--k",
+        "4",
+        "--layer",
+        "conv1",
+        "--layer",
+        "pool1",
+        "--out",
+        tmp_path / "tp.png",
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(tmp_path / "tp-conv1.png"), str(tmp_path / "tp-pool1.png")]
     for path in out.stdout.split():
         with Image.open(path) as img:
             assert img.format == "PNG" and img.width > 300
     _one_line_error(
-        _cli("inspect", "top-patches", tiny_run / "run", "--data", tiny_run / "data", "--layer", "dense2"),
+        _cli(
+            "inspect",
+            "top-patches",
+            tiny_run / "run",
+            "--data",
+            tiny_run / "data",
+            "--layer",
+            "dense2",
+        ),
         "Error: layer 'dense2' has no spatial maps of its own",
-    )  # fmt: skip
+    )
     _one_line_error(
         _cli("inspect", "top-patches", tiny_run / "run", "--data", tmp_path / "nowhere"),
         "nowhere",
@@ -254,5 +309,7 @@ def test_cli_summary_adds_a_column_of_zeros(tiny_run):
     sequence.write_text(
         "name: seq\ninput: [1, 64]\nclasses: 3\nlayers:\n  - {type: conv, filters: 4, kernel: 5}\n  - {type: dense}\n"
     )
-    _one_line_error(_cli("summary", sequence, "--data", tiny_run / "data"),
-                    "Error: --data: " + str(sequence) + " takes inputs of shape 1x64, not images (C, H, W)")  # fmt: skip
+    _one_line_error(
+        _cli("summary", sequence, "--data", tiny_run / "data"),
+        "Error: --data: " + str(sequence) + " takes inputs of shape 1x64, not images (C, H, W)",
+    )

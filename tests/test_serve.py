@@ -23,8 +23,18 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     data = make_tiny_idx(root / "data")
     (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(TrainConfig(model=str(root / "tiny.yaml"), data=str(data), epochs=2, batch_size=32, optimizer="adam",
-                      lr=0.01, augment="none", out=str(root / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(root / "tiny.yaml"),
+            data=str(data),
+            epochs=2,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            out=str(root / "run"),
+        )
+    )
     with running_server(root / "run", "--max-body", "200000", "--max-pixels", "1000000") as (
         base,
         proc,
@@ -54,8 +64,12 @@ def call(base, path, body=None, ctype="application/json"):
 
 def multipart(data: bytes, field="image", extra=None):
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="x.png"\r\n'
-             f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n"]  # fmt: skip
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="x.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    ]
     for k, v in (extra or {}).items():
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
@@ -68,8 +82,11 @@ def multipart(data: bytes, field="image", extra=None):
 def test_predict_three_ways(server):
     base, _ = server
     url = "data:image/png;base64," + base64.b64encode(png()).decode()
-    for body, ctype in [(json.dumps({"image": url, "top_k": 2}).encode(), "application/json"),
-                        (png(), "image/png"), multipart(png(), extra={"top_k": "2"})]:  # fmt: skip
+    for body, ctype in [
+        (json.dumps({"image": url, "top_k": 2}).encode(), "application/json"),
+        (png(), "image/png"),
+        multipart(png(), extra={"top_k": "2"}),
+    ]:
         if isinstance(ctype, str) and isinstance(body, tuple):
             body, ctype = body
         status, out = call(base, "/api/predict", body, ctype)
@@ -98,15 +115,23 @@ def test_activations_model_and_inspect(server):
     assert status == 400 and "out of range" in err["error"]
 
 
-@pytest.mark.parametrize("body,ctype,status,message", [
-    (b"hello", "text/plain", 415, "unsupported content type"),
-    (b"{not json", "application/json", 400, "malformed JSON"),
-    (json.dumps({"image": "data:image/png;base64,@@@"}).encode(), "application/json", 400, "not valid base64"),
-    (json.dumps({"picture": 1}).encode(), "application/json", 400, "field 'image'"),
-    (b"\x89PNG\r\n\x1a\nnot really", "image/png", 400, "corrupt or truncated image"),
-    (b"plain words", "image/png", 400, "not an image"),
-    (b"\x00" * 300_000, "image/png", 413, "over the limit of 200000"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body,ctype,status,message",
+    [
+        (b"hello", "text/plain", 415, "unsupported content type"),
+        (b"{not json", "application/json", 400, "malformed JSON"),
+        (
+            json.dumps({"image": "data:image/png;base64,@@@"}).encode(),
+            "application/json",
+            400,
+            "not valid base64",
+        ),
+        (json.dumps({"picture": 1}).encode(), "application/json", 400, "field 'image'"),
+        (b"\x89PNG\r\n\x1a\nnot really", "image/png", 400, "corrupt or truncated image"),
+        (b"plain words", "image/png", 400, "not an image"),
+        (b"\x00" * 300_000, "image/png", 413, "over the limit of 200000"),
+    ],
+)
 def test_bad_requests_are_json_errors(server, body, ctype, status, message):
     base, proc = server
     got, out = call(base, "/api/predict", body, ctype)
@@ -142,8 +167,10 @@ def _same_answer(serial: dict, concurrent: dict) -> bool:
     """Equal JSON, probabilities within 1e-6."""
     if "top" in serial:
         pairs = zip(serial["top"], concurrent["top"], strict=True)
-        if not all(a["class"] == b["class"] and abs(a["probability"] - b["probability"]) <= 1e-6
-                   for a, b in pairs):  # fmt: skip
+        if not all(
+            a["class"] == b["class"] and abs(a["probability"] - b["probability"]) <= 1e-6
+            for a, b in pairs
+        ):
             return False
         serial, concurrent = (
             {k: v for k, v in d.items() if k != "top"} for d in (serial, concurrent)
@@ -156,8 +183,11 @@ def test_concurrent_inspection_gives_the_serial_answers(server):
     jobs = []
     for i in range(4):
         url = "data:image/png;base64," + base64.b64encode(png(square=i)).decode()
-        jobs += [("/api/predict", {"image": url, "top_k": 4}), ("/api/activations", {"image": url}),
-                 ("/api/inspect", {"image": url, "layer": "pool1", "channel": i})]  # fmt: skip
+        jobs += [
+            ("/api/predict", {"image": url, "top_k": 4}),
+            ("/api/activations", {"image": url}),
+            ("/api/inspect", {"image": url, "layer": "pool1", "channel": i}),
+        ]
     ask = lambda job: call(base, job[0], json.dumps(job[1]).encode())  # noqa: E731
     serial = [ask(job) for job in jobs]
     with ThreadPoolExecutor(8) as pool:

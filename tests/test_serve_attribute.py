@@ -27,8 +27,18 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("attribute")
     data = make_tiny_idx(root / "data")
     (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(TrainConfig(model=str(root / "tiny.yaml"), data=str(data), epochs=2, batch_size=32, optimizer="adam",
-                      lr=0.01, augment="none", out=str(root / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(root / "tiny.yaml"),
+            data=str(data),
+            epochs=2,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            out=str(root / "run"),
+        )
+    )
     with running_server(root / "run", "--max-body", "200000") as (base, proc):
         yield base, proc, root / "run"
 
@@ -63,7 +73,11 @@ def test_each_method_answers_with_the_librarys_map(served, method):
     ckpt.model.requires_grad_(False)
     prepared = np.asarray(Image.open(io.BytesIO(png(square=3))))[None]
     x = normalizer(ckpt)(torch.from_numpy(prepared)[None])
-    options = {"baseline": normalizer(ckpt)(torch.zeros(x.shape, dtype=torch.uint8))} if method in ("integrated-gradients", "occlusion") else {}  # fmt: skip
+    options = (
+        {"baseline": normalizer(ckpt)(torch.zeros(x.shape, dtype=torch.uint8))}
+        if method in ("integrated-gradients", "occlusion")
+        else {}
+    )
     want, cls = attribute(ckpt.model, x, method, **options)
     assert cls == out["class_index"] == 3
     got, expected = (
@@ -82,24 +96,37 @@ def test_every_body_form_and_the_class_and_layer_fields(served):
     assert status == 200 and out["class"] == "2" and out["method"] == "gradcam", out
     status, out = call(base, "/api/attribute?method=occlusion&class=0", png(square=1), "image/png")
     assert status == 200 and out["class"] == "0", out
-    status, out = call(base, "/api/attribute", json.dumps({"image": _url(0), "method": "saliency", "class": 1, "layer": ""}).encode())  # fmt: skip
+    status, out = call(
+        base,
+        "/api/attribute",
+        json.dumps({"image": _url(0), "method": "saliency", "class": 1, "layer": ""}).encode(),
+    )
     assert status == 200 and out["class"] == "1", out
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({}, "field 'method' is required: one of saliency, smoothgrad, integrated-gradients"),
-    ({"method": "lime"}, "field 'method' must be one of saliency, smoothgrad"),
-    ({"method": ["saliency"]}, "field 'method' must be a string"),
-    ({"method": "saliency", "class": 4}, "field 'class' must be in 0..3, got 4"),
-    ({"method": "saliency", "class": -1}, "field 'class' must be in 0..3, got -1"),
-    ({"method": "saliency", "class": "two"}, "field 'class' must be an integer"),
-    ({"method": "saliency", "class": 1.5}, "field 'class' must be an integer"),
-    ({"method": "gradcam", "layer": "conv7"}, "Grad-CAM: no layer 'conv7'; layers with spatial maps: conv1, relu1, pool1"),
-    ({"method": "gradcam", "layer": "dense1"}, "Grad-CAM: no spatial maps in 'dense1'"),
-    ({"method": "saliency", "layer": "conv7"}, "Grad-CAM: no layer 'conv7'"),  # refused for any method
-    ({"method": "gradcam", "layer": 3}, "field 'layer' must be a string"),
-    ({"method": "gradcam", "layer": "x\n" * 20_000}, "Grad-CAM: no layer 'x x x"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({}, "field 'method' is required: one of saliency, smoothgrad, integrated-gradients"),
+        ({"method": "lime"}, "field 'method' must be one of saliency, smoothgrad"),
+        ({"method": ["saliency"]}, "field 'method' must be a string"),
+        ({"method": "saliency", "class": 4}, "field 'class' must be in 0..3, got 4"),
+        ({"method": "saliency", "class": -1}, "field 'class' must be in 0..3, got -1"),
+        ({"method": "saliency", "class": "two"}, "field 'class' must be an integer"),
+        ({"method": "saliency", "class": 1.5}, "field 'class' must be an integer"),
+        (
+            {"method": "gradcam", "layer": "conv7"},
+            "Grad-CAM: no layer 'conv7'; layers with spatial maps: conv1, relu1, pool1",
+        ),
+        ({"method": "gradcam", "layer": "dense1"}, "Grad-CAM: no spatial maps in 'dense1'"),
+        (
+            {"method": "saliency", "layer": "conv7"},
+            "Grad-CAM: no layer 'conv7'",
+        ),  # refused for any method
+        ({"method": "gradcam", "layer": 3}, "field 'layer' must be a string"),
+        ({"method": "gradcam", "layer": "x\n" * 20_000}, "Grad-CAM: no layer 'x x x"),
+    ],
+)
 def test_bad_choices_are_one_line_400s(served, fields, message):
     base, proc, _ = served
     status, out = call(base, "/api/attribute", json.dumps({"image": _url(), **fields}).encode())
@@ -110,7 +137,12 @@ def test_bad_choices_are_one_line_400s(served, fields, message):
 
 def test_concurrent_attribution_gives_the_serial_answers(served):
     base, _, _ = served
-    jobs = [{"image": _url(i % 4), "method": m} for i, m in enumerate(["smoothgrad", "gradcam", "guided-backprop", "integrated-gradients"] * 2)]  # fmt: skip
+    jobs = [
+        {"image": _url(i % 4), "method": m}
+        for i, m in enumerate(
+            ["smoothgrad", "gradcam", "guided-backprop", "integrated-gradients"] * 2
+        )
+    ]
     ask = lambda job: call(base, "/api/attribute", json.dumps(job).encode())  # noqa: E731
     serial = [ask(job) for job in jobs]
     with ThreadPoolExecutor(8) as pool:

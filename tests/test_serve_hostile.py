@@ -35,8 +35,18 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     data = make_tiny_idx(root / "data")
     (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(TrainConfig(model=str(root / "tiny.yaml"), data=str(data), epochs=1, batch_size=32,
-                      optimizer="adam", lr=0.01, augment="none", out=str(root / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(root / "tiny.yaml"),
+            data=str(data),
+            epochs=1,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            out=str(root / "run"),
+        )
+    )
     return root / "run"
 
 
@@ -74,8 +84,14 @@ def exchange(base: str, request: bytes, stop_after: int | None = None) -> tuple[
     return int(head.split()[1]), json.loads(body)
 
 
-def http(method: str, path: str, body: bytes = b"", ctype: str | None = None,
-         chunked: bool = False, headers: dict | None = None) -> bytes:  # fmt: skip
+def http(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    ctype: str | None = None,
+    chunked: bool = False,
+    headers: dict | None = None,
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
     if ctype is not None:
         lines.append(f"Content-Type: {ctype}")
@@ -129,12 +145,17 @@ def as_json(**fields) -> bytes:
 
 def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str | None = None):
     boundary = boundary or uuid.uuid4().hex
-    body = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'.encode()
-        + (f'; filename="{filename}"\r\nContent-Type: image/png' if filename else "").encode()
-        + b"\r\n\r\n" + data + b"\r\n"
-        for name, filename, data in parts
-    ) + f"--{boundary}--\r\n".encode()  # fmt: skip
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'.encode()
+            + (f'; filename="{filename}"\r\nContent-Type: image/png' if filename else "").encode()
+            + b"\r\n\r\n"
+            + data
+            + b"\r\n"
+            for name, filename, data in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -162,67 +183,333 @@ NOT_A_FILE = multipart([("image", None, png())])
 
 # (name, request, status, words the error must contain)
 HOSTILE = [
-    ("chunked raw body over the cap", http("POST", "/api/predict", b"\x00" * 3 * CAP, "image/png", chunked=True), 413, "over the limit"),
-    ("chunked multipart over the cap", http("POST", "/api/predict", FILE_PART[0], FILE_PART[1], chunked=True), 413, "over the limit"),
+    (
+        "chunked raw body over the cap",
+        http("POST", "/api/predict", b"\x00" * 3 * CAP, "image/png", chunked=True),
+        413,
+        "over the limit",
+    ),
+    (
+        "chunked multipart over the cap",
+        http("POST", "/api/predict", FILE_PART[0], FILE_PART[1], chunked=True),
+        413,
+        "over the limit",
+    ),
     ("multipart over the cap", http("POST", "/api/predict", *FILE_PART), 413, "over the limit"),
-    ("declared length over the cap", http("POST", "/api/predict", b"", "image/png", headers={"Content-Length": "99999999999"}), 413, "over the limit"),
-    ("JSON NaN for top_k", http("POST", "/api/predict", as_json(top_k=float("nan")), "application/json"), 400, "finite"),
-    ("JSON Infinity for channel", http("POST", "/api/inspect", as_json(layer="conv1", channel=float("inf")), "application/json"), 400, "finite"),
-    ("JSON -Infinity for class", http("POST", "/api/inspect", as_json(layer="conv1").replace(b"{", b'{"class": -Infinity, ', 1), "application/json"), 400, "finite"),
-    ("JSON 1e999 for top_k", http("POST", "/api/predict", as_json().replace(b"{", b'{"top_k": 1e999, ', 1), "application/json"), 400, "finite"),
-    ("JSON 100k nested lists", http("POST", "/api/predict", b"[" * 100_000 + b"]" * 100_000, "application/json"), 400, "nested too deeply"),
-    ("JSON 30k nested objects", http("POST", "/api/predict", b'{"a":' * 30_000 + b"1" + b"}" * 30_000, "application/json"), 400, "nested too deeply"),
-    ("JSON list", http("POST", "/api/predict", b"[1, 2]", "application/json"), 400, "must be an object"),
-    ("JSON string", http("POST", "/api/predict", b'"data:image/png;base64,"', "application/json"), 400, "must be an object"),
-    ("JSON null", http("POST", "/api/predict", b"null", "application/json"), 400, "must be an object"),
-    ("JSON not UTF-8", http("POST", "/api/predict", b'{"image": "\xff\xfe\xfa"}', "application/json"), 400, "malformed JSON"),
-    ("JSON truncated", http("POST", "/api/predict", as_json()[:-5], "application/json"), 400, "malformed JSON"),
-    ("JSON 5000-digit integer", http("POST", "/api/predict", as_json().replace(b"{", b'{"top_k": ' + b"9" * 5000 + b", ", 1), "application/json"), 400, "malformed JSON"),
-    ("image is a number", http("POST", "/api/predict", b'{"image": 5}', "application/json"), 400, "field 'image'"),
-    ("image is a list", http("POST", "/api/predict", b'{"image": ["data:"]}', "application/json"), 400, "field 'image'"),
-    ("image is not base64", http("POST", "/api/predict", b'{"image": "data:image/png;base64,@@@"}', "application/json"), 400, "not valid base64"),
-    ("top_k a fraction", http("POST", "/api/predict", as_json(top_k=2.5), "application/json"), 400, "must be an integer"),
-    ("top_k true", http("POST", "/api/predict", as_json(top_k=True), "application/json"), 400, "must be an integer"),
-    ("top_k an object", http("POST", "/api/predict", as_json(top_k={"a": 1}), "application/json"), 400, "must be an integer"),
-    ("top_k huge", http("POST", "/api/predict", as_json(top_k=10**30), "application/json"), 400, "must be in 1..1000"),
-    ("top_k huge in the query", http("POST", "/api/predict?top_k=" + "9" * 5000, png(), "image/png"), 400, "must be an integer"),
-    ("top_k zero", http("POST", "/api/predict", as_json(top_k=0), "application/json"), 400, "must be in 1..1000"),
-    ("layer a list", http("POST", "/api/inspect", as_json(layer=["conv1"]), "application/json"), 400, "must be a string"),
-    ("layer that does not exist", http("POST", "/api/inspect", as_json(layer="conv9"), "application/json"), 400, "no layer 'conv9'; layers: conv1"),
-    ("layer 100 kB long", http("POST", "/api/inspect", as_json(layer="x" * 100_000), "application/json"), 400, "no layer"),
-    ("channel negative", http("POST", "/api/inspect", as_json(layer="conv1", channel=-1), "application/json"), 400, "must be in 0.."),
-    ("channel past the layer", http("POST", "/api/inspect", as_json(layer="pool1", channel=4), "application/json"), 400, "out of range for 'pool1'"),
-    ("class a word", http("POST", "/api/inspect", as_json(layer="conv1", **{"class": "seven"}), "application/json"), 400, "must be an integer"),
-    ("class out of range", http("POST", "/api/inspect", as_json(layer="conv1", **{"class": 99}), "application/json"), 400, "must be in 0..3"),
+    (
+        "declared length over the cap",
+        http("POST", "/api/predict", b"", "image/png", headers={"Content-Length": "99999999999"}),
+        413,
+        "over the limit",
+    ),
+    (
+        "JSON NaN for top_k",
+        http("POST", "/api/predict", as_json(top_k=float("nan")), "application/json"),
+        400,
+        "finite",
+    ),
+    (
+        "JSON Infinity for channel",
+        http(
+            "POST", "/api/inspect", as_json(layer="conv1", channel=float("inf")), "application/json"
+        ),
+        400,
+        "finite",
+    ),
+    (
+        "JSON -Infinity for class",
+        http(
+            "POST",
+            "/api/inspect",
+            as_json(layer="conv1").replace(b"{", b'{"class": -Infinity, ', 1),
+            "application/json",
+        ),
+        400,
+        "finite",
+    ),
+    (
+        "JSON 1e999 for top_k",
+        http(
+            "POST",
+            "/api/predict",
+            as_json().replace(b"{", b'{"top_k": 1e999, ', 1),
+            "application/json",
+        ),
+        400,
+        "finite",
+    ),
+    (
+        "JSON 100k nested lists",
+        http("POST", "/api/predict", b"[" * 100_000 + b"]" * 100_000, "application/json"),
+        400,
+        "nested too deeply",
+    ),
+    (
+        "JSON 30k nested objects",
+        http("POST", "/api/predict", b'{"a":' * 30_000 + b"1" + b"}" * 30_000, "application/json"),
+        400,
+        "nested too deeply",
+    ),
+    (
+        "JSON list",
+        http("POST", "/api/predict", b"[1, 2]", "application/json"),
+        400,
+        "must be an object",
+    ),
+    (
+        "JSON string",
+        http("POST", "/api/predict", b'"data:image/png;base64,"', "application/json"),
+        400,
+        "must be an object",
+    ),
+    (
+        "JSON null",
+        http("POST", "/api/predict", b"null", "application/json"),
+        400,
+        "must be an object",
+    ),
+    (
+        "JSON not UTF-8",
+        http("POST", "/api/predict", b'{"image": "\xff\xfe\xfa"}', "application/json"),
+        400,
+        "malformed JSON",
+    ),
+    (
+        "JSON truncated",
+        http("POST", "/api/predict", as_json()[:-5], "application/json"),
+        400,
+        "malformed JSON",
+    ),
+    (
+        "JSON 5000-digit integer",
+        http(
+            "POST",
+            "/api/predict",
+            as_json().replace(b"{", b'{"top_k": ' + b"9" * 5000 + b", ", 1),
+            "application/json",
+        ),
+        400,
+        "malformed JSON",
+    ),
+    (
+        "image is a number",
+        http("POST", "/api/predict", b'{"image": 5}', "application/json"),
+        400,
+        "field 'image'",
+    ),
+    (
+        "image is a list",
+        http("POST", "/api/predict", b'{"image": ["data:"]}', "application/json"),
+        400,
+        "field 'image'",
+    ),
+    (
+        "image is not base64",
+        http("POST", "/api/predict", b'{"image": "data:image/png;base64,@@@"}', "application/json"),
+        400,
+        "not valid base64",
+    ),
+    (
+        "top_k a fraction",
+        http("POST", "/api/predict", as_json(top_k=2.5), "application/json"),
+        400,
+        "must be an integer",
+    ),
+    (
+        "top_k true",
+        http("POST", "/api/predict", as_json(top_k=True), "application/json"),
+        400,
+        "must be an integer",
+    ),
+    (
+        "top_k an object",
+        http("POST", "/api/predict", as_json(top_k={"a": 1}), "application/json"),
+        400,
+        "must be an integer",
+    ),
+    (
+        "top_k huge",
+        http("POST", "/api/predict", as_json(top_k=10**30), "application/json"),
+        400,
+        "must be in 1..1000",
+    ),
+    (
+        "top_k huge in the query",
+        http("POST", "/api/predict?top_k=" + "9" * 5000, png(), "image/png"),
+        400,
+        "must be an integer",
+    ),
+    (
+        "top_k zero",
+        http("POST", "/api/predict", as_json(top_k=0), "application/json"),
+        400,
+        "must be in 1..1000",
+    ),
+    (
+        "layer a list",
+        http("POST", "/api/inspect", as_json(layer=["conv1"]), "application/json"),
+        400,
+        "must be a string",
+    ),
+    (
+        "layer that does not exist",
+        http("POST", "/api/inspect", as_json(layer="conv9"), "application/json"),
+        400,
+        "no layer 'conv9'; layers: conv1",
+    ),
+    (
+        "layer 100 kB long",
+        http("POST", "/api/inspect", as_json(layer="x" * 100_000), "application/json"),
+        400,
+        "no layer",
+    ),
+    (
+        "channel negative",
+        http("POST", "/api/inspect", as_json(layer="conv1", channel=-1), "application/json"),
+        400,
+        "must be in 0..",
+    ),
+    (
+        "channel past the layer",
+        http("POST", "/api/inspect", as_json(layer="pool1", channel=4), "application/json"),
+        400,
+        "out of range for 'pool1'",
+    ),
+    (
+        "class a word",
+        http(
+            "POST", "/api/inspect", as_json(layer="conv1", **{"class": "seven"}), "application/json"
+        ),
+        400,
+        "must be an integer",
+    ),
+    (
+        "class out of range",
+        http("POST", "/api/inspect", as_json(layer="conv1", **{"class": 99}), "application/json"),
+        400,
+        "must be in 0..3",
+    ),
     ("empty raw body", http("POST", "/api/predict", b"", "image/png"), 400, "empty body"),
-    ("empty JSON body", http("POST", "/api/activations", b"", "application/json"), 400, "empty body"),
-    ("empty multipart body", http("POST", "/api/predict", b"", "multipart/form-data; boundary=x"), 400, "empty body"),
+    (
+        "empty JSON body",
+        http("POST", "/api/activations", b"", "application/json"),
+        400,
+        "empty body",
+    ),
+    (
+        "empty multipart body",
+        http("POST", "/api/predict", b"", "multipart/form-data; boundary=x"),
+        400,
+        "empty body",
+    ),
     ("no content type", http("POST", "/api/predict", png()), 415, "unsupported content type"),
-    ("text body", http("POST", "/api/predict", b"hello", "text/plain"), 415, "unsupported content type"),
-    ("multipart without boundary", http("POST", "/api/predict", FILE_PART[0][:500], "multipart/form-data"), 400, "malformed multipart"),
-    ("multipart with two files", http("POST", "/api/predict", *TWO_FILES), 400, "malformed multipart"),
-    ("multipart image as a text field", http("POST", "/api/predict", *NOT_A_FILE), 400, "file field named 'image'"),
-    ("multipart cut short", http("POST", "/api/predict", TWO_FILES[0][:60], TWO_FILES[1]), 400, "'image'"),
-    ("words as an image", http("POST", "/api/predict", b"plain words", "image/png"), 400, "not an image"),
-    ("PNG signature then junk", http("POST", "/api/predict", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "image/png"), 400, "not an image"),
-    ("truncated PNG", http("POST", "/api/predict", NOISE_PNG.getvalue()[:2000], "image/png"), 400, "corrupt or truncated"),
-    ("truncated JPEG", http("POST", "/api/predict", JPEG[: len(JPEG) // 2], "image/jpeg"), 400, "corrupt or truncated"),
-    ("GIF header only", http("POST", "/api/predict", image_bytes("GIF")[:13], "image/gif"), 400, "image"),
-    ("float TIFF with a NaN pixel", http("POST", "/api/predict", NAN_TIFF, "image/tiff"), 400, "NaN or infinity"),
-    ("16-bit TIFF over its share of the cap", http("POST", "/api/predict", image_bytes("TIFF", (600, 600), "I;16"), "image/tiff"), 413, "for I;16 pixels"),
-    ("ICO (not accepted)", http("POST", "/api/predict", image_bytes("ICO", (16, 16)), "image/x-icon"), 400, "accepted format"),
-    ("pixel bomb PNG", http("POST", "/api/predict", BIG_PNG, "image/png"), 413, "over the cap of 1000000"),
-    ("WebP over its share of the cap", http("POST", "/api/predict", image_bytes("WEBP", (600, 600)), "image/webp"), 413, "over the cap of 250000 for WebP"),
-    ("zTXt text bomb PNG", http("POST", "/api/predict", text_bomb_png(CAP - 1000), "application/octet-stream"), 400, "corrupt or truncated"),
+    (
+        "text body",
+        http("POST", "/api/predict", b"hello", "text/plain"),
+        415,
+        "unsupported content type",
+    ),
+    (
+        "multipart without boundary",
+        http("POST", "/api/predict", FILE_PART[0][:500], "multipart/form-data"),
+        400,
+        "malformed multipart",
+    ),
+    (
+        "multipart with two files",
+        http("POST", "/api/predict", *TWO_FILES),
+        400,
+        "malformed multipart",
+    ),
+    (
+        "multipart image as a text field",
+        http("POST", "/api/predict", *NOT_A_FILE),
+        400,
+        "file field named 'image'",
+    ),
+    (
+        "multipart cut short",
+        http("POST", "/api/predict", TWO_FILES[0][:60], TWO_FILES[1]),
+        400,
+        "'image'",
+    ),
+    (
+        "words as an image",
+        http("POST", "/api/predict", b"plain words", "image/png"),
+        400,
+        "not an image",
+    ),
+    (
+        "PNG signature then junk",
+        http("POST", "/api/predict", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "image/png"),
+        400,
+        "not an image",
+    ),
+    (
+        "truncated PNG",
+        http("POST", "/api/predict", NOISE_PNG.getvalue()[:2000], "image/png"),
+        400,
+        "corrupt or truncated",
+    ),
+    (
+        "truncated JPEG",
+        http("POST", "/api/predict", JPEG[: len(JPEG) // 2], "image/jpeg"),
+        400,
+        "corrupt or truncated",
+    ),
+    (
+        "GIF header only",
+        http("POST", "/api/predict", image_bytes("GIF")[:13], "image/gif"),
+        400,
+        "image",
+    ),
+    (
+        "float TIFF with a NaN pixel",
+        http("POST", "/api/predict", NAN_TIFF, "image/tiff"),
+        400,
+        "NaN or infinity",
+    ),
+    (
+        "16-bit TIFF over its share of the cap",
+        http("POST", "/api/predict", image_bytes("TIFF", (600, 600), "I;16"), "image/tiff"),
+        413,
+        "for I;16 pixels",
+    ),
+    (
+        "ICO (not accepted)",
+        http("POST", "/api/predict", image_bytes("ICO", (16, 16)), "image/x-icon"),
+        400,
+        "accepted format",
+    ),
+    (
+        "pixel bomb PNG",
+        http("POST", "/api/predict", BIG_PNG, "image/png"),
+        413,
+        "over the cap of 1000000",
+    ),
+    (
+        "WebP over its share of the cap",
+        http("POST", "/api/predict", image_bytes("WEBP", (600, 600)), "image/webp"),
+        413,
+        "over the cap of 250000 for WebP",
+    ),
+    (
+        "zTXt text bomb PNG",
+        http("POST", "/api/predict", text_bomb_png(CAP - 1000), "application/octet-stream"),
+        400,
+        "corrupt or truncated",
+    ),
     ("unknown route", http("GET", "/nope"), 404, "Not Found"),
     ("unknown static file", http("GET", "/static/nope.js"), 404, "Not Found"),
     ("GET on a POST route", http("GET", "/api/predict"), 405, "Method Not Allowed"),
     ("DELETE on the model", http("DELETE", "/api/model"), 405, "Method Not Allowed"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("name,request_bytes,status,words", HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_a_hostile_request_is_a_json_4xx_and_the_server_goes_on(server, name, request_bytes, status, words):  # fmt: skip
+def test_a_hostile_request_is_a_json_4xx_and_the_server_goes_on(
+    server, name, request_bytes, status, words
+):
     base, proc = server
     got, body = exchange(base, request_bytes)
     assert (got, list(body)) == (status, ["error"]), body
@@ -287,8 +574,11 @@ def test_a_large_upload_shrunk_early_is_seen_as_at_full_size(server, run, fmt):
     buf = io.BytesIO()
     Image.fromarray(small).resize((960, 960), Image.Resampling.NEAREST).save(buf, format=fmt)
     meta = load_checkpoint(run).meta
-    full = for_model(Image.open(io.BytesIO(buf.getvalue())), meta.get("preprocess", "resize"),
-                     tuple(meta["input_shape"]))[0].astype(np.int16)  # fmt: skip
+    full = for_model(
+        Image.open(io.BytesIO(buf.getvalue())),
+        meta.get("preprocess", "resize"),
+        tuple(meta["input_shape"]),
+    )[0].astype(np.int16)
     status, out = exchange(server[0], http("POST", "/api/predict", buf.getvalue(), "image/x"))
     assert status == 200 and out["top"][0]["class"] == "3"
     assert np.abs(_seen(out) - full).max() <= 2, (_seen(out), full)
@@ -347,10 +637,20 @@ def test_the_catch_all_turns_a_bug_into_one_json_line(run, monkeypatch, caplog):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/api/predict", "raw_path": b"/api/predict", "root_path": "",
-             "query_string": b"", "headers": [(b"content-type", b"image/png")],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/predict",
+        "raw_path": b"/api/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"image/png")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 500
     body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))

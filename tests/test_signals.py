@@ -40,9 +40,20 @@ def test_the_generator_is_seeded_balanced_and_has_no_class_in_its_mean():
 
 def _accuracy(model, data, out):
     """Test accuracy after the same recipe: 8 epochs of Adam, shifts of up to 16 samples."""
-    result = train(TrainConfig(model=model, data=str(data), epochs=8, batch_size=64,
-                               optimizer="adam", lr=5e-3, val_split=0.0, augment="translate=16",
-                               seed=0, out=str(out)))  # fmt: skip
+    result = train(
+        TrainConfig(
+            model=model,
+            data=str(data),
+            epochs=8,
+            batch_size=64,
+            optimizer="adam",
+            lr=5e-3,
+            val_split=0.0,
+            augment="translate=16",
+            seed=0,
+            out=str(out),
+        )
+    )
     return result["test_acc"]
 
 
@@ -55,8 +66,21 @@ def test_a_1d_cnn_separates_what_a_linear_model_cannot(signals, tmp_path):
 
 def test_sequences_train_evaluate_predict_and_export_from_the_command_line(signals, tmp_path):
     run = tmp_path / "run"
-    proc = cnnlab("train", "--model", "signal-cnn", "--data", str(signals), "--epochs", "2",
-                  "--batch-size", "64", "--augment", "translate=8,flip", "--out", str(run))  # fmt: skip
+    proc = cnnlab(
+        "train",
+        "--model",
+        "signal-cnn",
+        "--data",
+        str(signals),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--augment",
+        "translate=8,flip",
+        "--out",
+        str(run),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "on 1800 images of 1x256" in proc.stdout
     meta = json.loads((run / "checkpoints" / "last.json").read_text())
@@ -81,8 +105,19 @@ def test_sequences_train_evaluate_predict_and_export_from_the_command_line(signa
 
 
 def test_image_only_augmentation_on_sequences_is_one_line_before_training(signals, tmp_path):
-    proc = cnnlab("train", "--model", "signal-cnn", "--data", str(signals), "--epochs", "1",
-                  "--augment", "elastic", "--out", str(tmp_path / "run"))  # fmt: skip
+    proc = cnnlab(
+        "train",
+        "--model",
+        "signal-cnn",
+        "--data",
+        str(signals),
+        "--epochs",
+        "1",
+        "--augment",
+        "elastic",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "Error: --augment elastic: elastic works on images (N, C, H, W); sequences (N, C, L) "
@@ -91,7 +126,16 @@ def test_image_only_augmentation_on_sequences_is_one_line_before_training(signal
 
 
 def test_an_image_model_on_sequences_says_so(signals, tmp_path):
-    proc = cnnlab("train", "--model", "lenet5", "--data", str(signals), "--epochs", "1",
-                  "--out", str(tmp_path / "run"))  # fmt: skip
+    proc = cnnlab(
+        "train",
+        "--model",
+        "lenet5",
+        "--data",
+        str(signals),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert "holds sequences (C, L) of 1x256, but lenet5 takes 1x32x32" in proc.stderr

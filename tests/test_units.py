@@ -21,37 +21,56 @@ from cnnlab.inspect.units import (
 from cnnlab.spec import build
 
 EVERY_SIMPLE_KIND = {
-    "name": "every-kind", "input": [3, 20, 20], "classes": 5,
+    "name": "every-kind",
+    "input": [3, 20, 20],
+    "classes": 5,
     "layers": [
-        {"type": "conv", "filters": 6, "kernel": 3, "padding": 2, "stride": 2, "dilation": 2,
-         "groups": 3, "rounding": "floor"},                                   # 6 x 10 x 10
+        {
+            "type": "conv",
+            "filters": 6,
+            "kernel": 3,
+            "padding": 2,
+            "stride": 2,
+            "dilation": 2,
+            "groups": 3,
+            "rounding": "floor",
+        },  # 6 x 10 x 10
         {"type": "batchnorm"},
         {"type": "leaky_relu", "slope": 0.1},
-        {"type": "conv", "filters": 6, "kernel": 4, "padding": "same"},      # Sequential(pad, conv)
+        {"type": "conv", "filters": 6, "kernel": 4, "padding": "same"},  # Sequential(pad, conv)
         {"type": "lrn", "size": 4, "alpha": 0.5, "k": 1.0},  # even: the window is lopsided
-        {"type": "pool", "mode": "max", "size": 3, "stride": 2, "padding": 1, "rounding": "ceil"},  # 6 x 6 x 6
+        {
+            "type": "pool",
+            "mode": "max",
+            "size": 3,
+            "stride": 2,
+            "padding": 1,
+            "rounding": "ceil",
+        },  # 6 x 6 x 6
         {"type": "softplus", "beta": 2.0},
         {"type": "pool", "mode": "mean", "size": 2, "stride": 1, "padding": 1},  # 6 x 7 x 7
         {"type": "tanh"},
         {"type": "pool", "mode": "sum", "size": 2, "padding": 1, "rounding": "floor"},  # 6 x 4 x 4
         {"type": "relu"},
-        {"type": "pool", "mode": "stochastic", "size": 2, "stride": 1},     # 6 x 3 x 3
+        {"type": "pool", "mode": "stochastic", "size": 2, "stride": 1},  # 6 x 3 x 3
         {"type": "conv", "filters": 8, "kernel": 1, "bias": False},
-        {"type": "channel_pool", "group": 2},                                # 4 x 3 x 3
+        {"type": "channel_pool", "group": 2},  # 4 x 3 x 3
         {"type": "sigmoid"},
         {"type": "dropout", "rate": 0.3},
-        {"type": "softmax"},                                                 # over channels
-        {"type": "adaptive_pool", "size": 2},                                # 4 x 2 x 2
+        {"type": "softmax"},  # over channels
+        {"type": "adaptive_pool", "size": 2},  # 4 x 2 x 2
         {"type": "flatten"},
         {"type": "dense", "units": 7},
         {"type": "batchnorm"},
         {"type": "log_softmax"},
         {"type": "dense"},
     ],
-}  # fmt: skip
+}
 
 GABOR_AND_GLOBAL = {
-    "name": "gabor-global", "input": [1, 16, 16], "classes": 3,
+    "name": "gabor-global",
+    "input": [1, 16, 16],
+    "classes": 3,
     "layers": [
         {"type": "gabor", "filters": 4, "kernel": 5, "padding": 2},
         {"type": "conv", "filters": 4, "kernel": 3, "groups": 4, "stride": 2, "rounding": "floor"},
@@ -60,12 +79,20 @@ GABOR_AND_GLOBAL = {
         {"type": "global_pool", "mode": "max"},
         {"type": "dense"},
     ],
-}  # fmt: skip
+}
 
 ONE_D = {
-    "name": "one-d", "input": [2, 30], "classes": 3,
+    "name": "one-d",
+    "input": [2, 30],
+    "classes": 3,
     "layers": [
-        {"type": "conv", "filters": 4, "kernel": 4, "padding": "same", "dilation": 1},   # pad + conv1d
+        {
+            "type": "conv",
+            "filters": 4,
+            "kernel": 4,
+            "padding": "same",
+            "dilation": 1,
+        },  # pad + conv1d
         {"type": "relu"},
         {"type": "conv", "filters": 4, "kernel": 3, "dilation": 2, "padding": 2},
         {"type": "pool", "mode": "max", "size": 2},
@@ -73,23 +100,33 @@ ONE_D = {
         {"type": "global_pool"},
         {"type": "dense"},
     ],
-}  # fmt: skip
+}
 
 BLOCKS = {
-    "name": "blocks", "input": [3, 16, 16], "classes": 4,
+    "name": "blocks",
+    "input": [3, 16, 16],
+    "classes": 4,
     "layers": [
         {"type": "conv", "filters": 8, "kernel": 3, "padding": 1},
         {"type": "residual", "filters": 8},
         {"type": "residual", "filters": 16, "stride": 2},
         {"type": "residual", "filters": 24, "stride": 2, "shortcut": "pad"},
         {"type": "residual", "filters": 4, "bottleneck": True},
-        {"type": "inception", "b1": 4, "b3_reduce": 4, "b3": 4, "b5_reduce": 2, "b5": 4, "pool_proj": 4},
+        {
+            "type": "inception",
+            "b1": 4,
+            "b3_reduce": 4,
+            "b3": 4,
+            "b5_reduce": 2,
+            "b5": 4,
+            "pool_proj": 4,
+        },
         {"type": "dense_block", "layers": 2, "growth": 4, "bn_size": 2},
         {"type": "transition"},
         {"type": "global_pool"},
         {"type": "dense"},
     ],
-}  # fmt: skip
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -388,8 +425,11 @@ def test_a_unit_of_a_wide_layer_is_a_bounded_answer():
     16 largest channels and the 12 largest contributions, not everything."""
     import json
 
-    spec = {"input": [512, 9, 9], "classes": 3,
-            "layers": [{"type": "conv", "filters": 512, "kernel": 3}, {"type": "dense"}]}  # fmt: skip
+    spec = {
+        "input": [512, 9, 9],
+        "classes": 3,
+        "layers": [{"type": "conv", "filters": 512, "kernel": 3}, {"type": "dense"}],
+    }
     model = randomised(spec)
     x = the_input(model)
     conv = explain_unit(model, x, "conv1", (511, 6, 6))
@@ -403,16 +443,26 @@ def test_a_unit_of_a_wide_layer_is_a_bounded_answer():
 
 # ---------------------------------------------------------------- receptive fields
 LINEAR_CHAIN = {
-    "name": "linear", "input": [2, 23, 21], "classes": 2,
+    "name": "linear",
+    "input": [2, 23, 21],
+    "classes": 2,
     "layers": [
-        {"type": "conv", "filters": 3, "kernel": 3, "padding": 1, "stride": 2, "dilation": 2, "rounding": "floor"},
+        {
+            "type": "conv",
+            "filters": 3,
+            "kernel": 3,
+            "padding": 1,
+            "stride": 2,
+            "dilation": 2,
+            "rounding": "floor",
+        },
         {"type": "conv", "filters": 3, "kernel": [2, 4], "padding": "same"},
         {"type": "pool", "mode": "mean", "size": 3, "stride": 2, "padding": 1, "rounding": "floor"},
         {"type": "pool", "mode": "sum", "size": 2, "stride": 1},
         {"type": "adaptive_pool", "size": [2, 3]},
         {"type": "dense"},
     ],
-}  # fmt: skip
+}
 
 
 def gradient_box(model, x, layer, pos):
@@ -479,16 +529,19 @@ def test_the_next_activation_is_given():
     assert explain_unit(model, x, "pool1", 0)["next"] is None
 
 
-@pytest.mark.parametrize("layer,index,words", [
-    ("conv9", 0, "no layer 'conv9'; layers: conv1"),
-    ("conv1", 6 * 28 * 28, "unit index 4704 is out of range 0..4703"),
-    ("conv1", -1, "out of range"),
-    ("conv1", (6, 0, 0), "unit channel 6 is out of range 0..5"),
-    ("conv1", (0, 0, 28), "unit x 28 is out of range 0..27"),
-    ("conv1", (0, 0), "needs 3 numbers"),
-    (SOFTMAX, 10, "out of range 0..9"),
-    ("conv1", True, "a unit is a flat index or a position, got True"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "layer,index,words",
+    [
+        ("conv9", 0, "no layer 'conv9'; layers: conv1"),
+        ("conv1", 6 * 28 * 28, "unit index 4704 is out of range 0..4703"),
+        ("conv1", -1, "out of range"),
+        ("conv1", (6, 0, 0), "unit channel 6 is out of range 0..5"),
+        ("conv1", (0, 0, 28), "unit x 28 is out of range 0..27"),
+        ("conv1", (0, 0), "needs 3 numbers"),
+        (SOFTMAX, 10, "out of range 0..9"),
+        ("conv1", True, "a unit is a flat index or a position, got True"),
+    ],
+)
 def test_a_bad_unit_is_a_one_line_error(layer, index, words):
     model = randomised("lenet5")
     with pytest.raises(CnnlabError, match=None) as err:

@@ -9,10 +9,18 @@ from cnnlab.summary import summarize
 
 # torchvision's published parameter counts for the same architectures
 PARAMS = {
-    "alexnet": 61_100_840, "vgg11": 132_863_336, "vgg16": 138_357_544, "googlenet": 6_624_904,
-    "resnet18": 11_689_512, "resnet50": 25_557_032, "resnet152": 60_192_808, "densenet121": 7_978_856,
-    "resnet20": 269_722, "lenet5": 61_706, "mnist-1conv": 69_370,
-}  # fmt: skip
+    "alexnet": 61_100_840,
+    "vgg11": 132_863_336,
+    "vgg16": 138_357_544,
+    "googlenet": 6_624_904,
+    "resnet18": 11_689_512,
+    "resnet50": 25_557_032,
+    "resnet152": 60_192_808,
+    "densenet121": 7_978_856,
+    "resnet20": 269_722,
+    "lenet5": 61_706,
+    "mnist-1conv": 69_370,
+}
 SMALL_INPUT = {"nin": 96}
 
 

@@ -25,8 +25,14 @@ def test_images_of_every_layout_and_a_test_split(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (6, 5, 4), dtype=np.uint8)
     y = np.array([0, 1, 2, 0, 1, 2])
-    path = _npz(tmp_path / "a.npz", x=x, y=y, x_test=x[:2], y_test=y[:2],
-                classes=np.array(["cat", "dog", "émeu"]))  # fmt: skip
+    path = _npz(
+        tmp_path / "a.npz",
+        x=x,
+        y=y,
+        x_test=x[:2],
+        y_test=y[:2],
+        classes=np.array(["cat", "dog", "émeu"]),
+    )
     train, test = load_data(path), load_data(path, "test")
     assert train.shape == (1, 5, 4) and train.dtype == "uint8" and not train.sequences
     assert (train.images[:, 0].numpy() == x).all() and train.labels.tolist() == y.tolist()
@@ -66,11 +72,14 @@ CASES = {
     "int16 out of 0..255": (np.full((2, 3, 3), 300, np.int16), r"pixel values must lie in 0..255"),
     "NaN": (np.array([[[0.0]], [[np.nan]]]), r"item 1 holds a NaN or infinite value"),
     "past float32": (np.array([[[0.0]], [[1e300]]]), r"item 1 holds a value beyond float32"),
-    "booleans": (np.ones((2, 3, 3), bool), r"dtype bool is not an array of unsigned or signed or float"),
+    "booleans": (
+        np.ones((2, 3, 3), bool),
+        r"dtype bool is not an array of unsigned or signed or float",
+    ),
     "text": (np.array([["a"], ["b"]]), r"dtype <U1 is not"),
     "rank 5": (np.zeros((2, 1, 1, 1, 1), np.uint8), r"expected \(N, L\) or \(N, C, L\) sequences"),
     "empty": (np.zeros((0, 3, 3), np.uint8), r"holds no items"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -166,8 +175,15 @@ def test_a_pair_of_npy_files_with_class_names_beside_them(tmp_path):
 
 def test_npz_round_trip_keeps_dtype_layout_names_and_test_split(tmp_path):
     x = np.random.default_rng(0).normal(size=(6, 3, 10)).astype(np.float32)
-    path = _npz(tmp_path / "in.npz", x=x, y=np.arange(6) % 2, x_test=x[:2], y_test=[1, 0],
-                layout=np.array("NCL"), classes=np.array(["a b", "line\\n"]))  # fmt: skip
+    path = _npz(
+        tmp_path / "in.npz",
+        x=x,
+        y=np.arange(6) % 2,
+        x_test=x[:2],
+        y_test=[1, 0],
+        layout=np.array("NCL"),
+        classes=np.array(["a b", "line\\n"]),
+    )
     train, test = load_data(path), load_data(path, "test")
     save_npz(train, test, tmp_path / "out.npz")
     again, again_test = (
@@ -209,8 +225,17 @@ def test_a_model_of_float_images_reads_a_picture_as_eval_reads_it(tmp_path):
     data = _npz(tmp_path / "f.npz", x=x, y=np.arange(64) % 2)
     spec = tmp_path / "s.yaml"
     spec.write_text("input: [1, 12, 12]\nclasses: 2\nlayers: [{type: dense}]\n")
-    train(TrainConfig(model=str(spec), data=data, epochs=1, batch_size=32, val_split=0.0,
-                      augment="none", out=str(tmp_path / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(spec),
+            data=data,
+            epochs=1,
+            batch_size=32,
+            val_split=0.0,
+            augment="none",
+            out=str(tmp_path / "run"),
+        )
+    )
     ckpt = load_checkpoint(tmp_path / "run")
     picture = rng.integers(0, 256, (12, 12), dtype=np.uint8)
     for label in ("a", "b"):
@@ -239,10 +264,20 @@ def test_a_damaged_compressed_array_is_one_line(tmp_path):
 
 
 def test_the_class_count_comes_from_both_splits(tmp_path):
-    data = _npz(tmp_path / "s.npz", x=np.zeros((6, 4, 4), np.uint8), y=np.array([0, 1, 2, 3, 4, 0]),
-                x_test=np.zeros((3, 4, 4), np.uint8), y_test=np.array([0, 1, 1]))  # fmt: skip
+    data = _npz(
+        tmp_path / "s.npz",
+        x=np.zeros((6, 4, 4), np.uint8),
+        y=np.array([0, 1, 2, 3, 4, 0]),
+        x_test=np.zeros((3, 4, 4), np.uint8),
+        y_test=np.array([0, 1, 1]),
+    )
     train, test = load_data(data, "train"), load_data(data, "test")
     assert train.classes == test.classes == ["0", "1", "2", "3", "4"]
-    data = _npz(tmp_path / "t.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 1]),
-                x_test=np.zeros((2, 4, 4), np.uint8), y_test=np.array([0, 2]))  # fmt: skip
+    data = _npz(
+        tmp_path / "t.npz",
+        x=np.zeros((2, 4, 4), np.uint8),
+        y=np.array([0, 1]),
+        x_test=np.zeros((2, 4, 4), np.uint8),
+        y_test=np.array([0, 2]),
+    )
     assert load_data(data, "train").classes == ["0", "1", "2"]

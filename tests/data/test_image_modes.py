@@ -32,13 +32,21 @@ def test_postscript_never_reaches_its_plugin(monkeypatch):
     [
         (Image.fromarray(np.array([[0, 257, 32896, 65535]], np.uint16)), "PNG", [0, 1, 128, 255]),
         (Image.fromarray(np.array([[0, 257, 32896, 65535]], np.uint16)), "TIFF", [0, 1, 128, 255]),
-        (Image.fromarray(np.array([[0, 257, 32896, 65535]], np.uint16)).convert("I"), "TIFF", [0, 1, 128, 255]),
+        (
+            Image.fromarray(np.array([[0, 257, 32896, 65535]], np.uint16)).convert("I"),
+            "TIFF",
+            [0, 1, 128, 255],
+        ),
         (Image.fromarray(np.array([[0.0, 0.5, 1.0, 0.25]], np.float32)), "TIFF", [0, 128, 255, 64]),
-        (Image.fromarray(np.array([[0.0, 100.0, 255.0, 2.0]], np.float32)), "TIFF", [0, 100, 255, 2]),
+        (
+            Image.fromarray(np.array([[0.0, 100.0, 255.0, 2.0]], np.float32)),
+            "TIFF",
+            [0, 100, 255, 2],
+        ),
         (Image.new("1", (4, 1), 1), "PNG", [255] * 4),
         (Image.new("LA", (4, 1), (0, 0)), "PNG", [255] * 4),  # fully transparent: white paper
     ],
-)  # fmt: skip
+)
 def test_deep_and_odd_gray_modes_are_scaled_not_clipped(img, fmt, expected):
     out = to_array(open_image(_saved(img, fmt)), 1)
     assert out.dtype == np.uint8 and out[0, 0].tolist() == expected
@@ -67,9 +75,11 @@ def test_modes_that_cannot_be_scaled_are_named(img, message):
 
 
 def test_bombs_by_pillows_error_its_warning_and_the_cap():
-    cases = [(png_claiming(20_000, 20_000), 10**9),  # over twice Pillow's limit: its error
-             (png_claiming(10_000, 10_000), 2 * 10**8),  # over Pillow's limit: its warning
-             (png_claiming(7_000, 7_000), 40_000_000)]  # over cnnlab's cap  # fmt: skip
+    cases = [
+        (png_claiming(20_000, 20_000), 10**9),  # over twice Pillow's limit: its error
+        (png_claiming(10_000, 10_000), 2 * 10**8),  # over Pillow's limit: its warning
+        (png_claiming(7_000, 7_000), 40_000_000),  # over cnnlab's cap
+    ]
     for data, cap in cases:
         with pytest.raises(PixelCapError, match="b.png: .*pixel"):
             open_image(data, "b.png", cap)

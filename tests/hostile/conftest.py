@@ -57,9 +57,19 @@ def run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("hostile-run")
     folder = write_folder(base / "folder")
     (base / "tiny.yaml").write_text(TINY_SPEC)
-    train(TrainConfig(model=str(base / "tiny.yaml"), data=str(folder), epochs=2, batch_size=16,
-                      optimizer="adam", lr=0.01, augment="none", val_split=0.25,
-                      out=str(base / "run")))  # fmt: skip
+    train(
+        TrainConfig(
+            model=str(base / "tiny.yaml"),
+            data=str(folder),
+            epochs=2,
+            batch_size=16,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            val_split=0.25,
+            out=str(base / "run"),
+        )
+    )
     return base / "run"
 
 

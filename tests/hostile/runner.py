@@ -97,8 +97,12 @@ class Cli:
     """Client side: `Cli().run("data", "info", path)` -> the reply dict."""
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.hostile.runner"], text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.hostile.runner"],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert json.loads(self.proc.stdout.readline()) == {"ready": True}
 
     def run(self, *args, env: dict | None = None, timeout: float = 60) -> dict:

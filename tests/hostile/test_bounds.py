@@ -75,8 +75,11 @@ def test_shared_python_structures_are_never_walked():
 
 
 def test_unhashable_and_odd_keys_are_spec_errors():
-    for layer, message in [({"type": ["conv"]}, "unknown layer type"), ({"type": "relu", 3: 1}, "unknown field 3"),
-                           ({"type": "relu", "repeat": True}, "field 'repeat'")]:  # fmt: skip
+    for layer, message in [
+        ({"type": ["conv"]}, "unknown layer type"),
+        ({"type": "relu", 3: 1}, "unknown field 3"),
+        ({"type": "relu", "repeat": True}, "field 'repeat'"),
+    ]:
         with pytest.raises(S.SpecError, match=message):
             S.build(_tiny(layer))
     with pytest.raises(S.SpecError, match=r"field 'input': expected \[C, H, W\]"):
@@ -125,18 +128,30 @@ def test_weights_of_the_wrong_shape_or_missing_are_named(ckpt):
 @pytest.mark.parametrize(
     "fields,message",
     [
-        ({"history": [{"epoch": 1}]}, r"field 'history\[0\]': expected a row with the numbers epoch"),
-        ({"history": [{"epoch": 1, "train_loss": 1, "train_acc": 1, "val_loss": 1}]}, r"history\[0\]"),
+        (
+            {"history": [{"epoch": 1}]},
+            r"field 'history\[0\]': expected a row with the numbers epoch",
+        ),
+        (
+            {"history": [{"epoch": 1, "train_loss": 1, "train_acc": 1, "val_loss": 1}]},
+            r"history\[0\]",
+        ),
         ({"config": []}, "field 'config': expected a mapping"),
         ({"channels": 3}, "field 'channels'"),
         ({"classes": ["a", "b", "c", "d", "e"]}, "field 'classes': expected 4 names"),
         ({"input_dtype": "float64"}, "field 'input_dtype': expected uint8 or float32"),
-        ({"input_recipe": {"channels": 1, "size": [12, 12], "pad": [3, 3]}}, "field 'input_recipe': expected null or"),
-        ({"input_recipe": {"channels": 1, "size": [-2, 12], "pad": [7, 0]}}, "field 'input_recipe'"),
+        (
+            {"input_recipe": {"channels": 1, "size": [12, 12], "pad": [3, 3]}},
+            "field 'input_recipe': expected null or",
+        ),
+        (
+            {"input_recipe": {"channels": 1, "size": [-2, 12], "pad": [7, 0]}},
+            "field 'input_recipe'",
+        ),
         ({"input_recipe": {"channels": 1, "size": "12x12", "pad": [0, 0]}}, "field 'input_recipe'"),
         ({"input_recipe": [1, 2]}, "field 'input_recipe'"),
     ],
-)  # fmt: skip
+)
 def test_metadata_fields(ckpt, fields, message):
     meta = json.loads(ckpt.read_text())
     ckpt.write_text(json.dumps({**meta, **fields}))

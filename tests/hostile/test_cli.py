@@ -45,11 +45,17 @@ def _pair(root, images, labels):
 
 # ---------------------------------------------------------------- data info: IDX and labels
 LABEL_CASES = {
-    "huge-label": (np.array([0, 2**31 - 1], np.int32), r"label 2147483647 \(item 1\) is past the cap of 100000 classes"),
+    "huge-label": (
+        np.array([0, 2**31 - 1], np.int32),
+        r"label 2147483647 \(item 1\) is past the cap of 100000 classes",
+    ),
     "negative-label": (np.array([0, -1], np.int8), r"label -1 \(item 1\) is negative"),
-    "fractional-label": (np.array([0, 0.5], np.float32), r"label 0.5 \(item 1\) is not a whole number"),
+    "fractional-label": (
+        np.array([0, 0.5], np.float32),
+        r"label 0.5 \(item 1\) is not a whole number",
+    ),
     "nan-label": (np.array([0, np.nan], np.float64), r"label nan \(item 1\) is not a whole number"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", LABEL_CASES)
@@ -172,9 +178,11 @@ def test_postscript_is_never_opened_whatever_its_name(cli, tmp_path):
 
 def test_bombs_are_skipped_even_as_the_first_file(cli, tmp_path):
     root = _folder(tmp_path)
-    bombs = {"0000.png": png_claiming(20_000, 20_000),  # Pillow's decompression-bomb error
-             "0001.png": png_claiming(10_000, 10_000),  # Pillow's decompression-bomb warning
-             "0002.png": png_claiming(7_000, 7_000)}  # cnnlab's pixel cap  # fmt: skip
+    bombs = {
+        "0000.png": png_claiming(20_000, 20_000),  # Pillow's decompression-bomb error
+        "0001.png": png_claiming(10_000, 10_000),  # Pillow's decompression-bomb warning
+        "0002.png": png_claiming(7_000, 7_000),  # cnnlab's pixel cap
+    }
     for name, data in bombs.items():
         (root / "a" / name).write_bytes(data)
     one_line_error(cli.run("data", "info", root), r"a/0000.png: .*pixel cap.*--skip-bad")
@@ -209,13 +217,17 @@ def test_sixteen_bit_gray_is_scaled_not_clipped(cli, tmp_path):
 def test_every_mode_converts_or_fails_per_file(cli, tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (6, 6, 3), np.uint8)
     images = {
-        "lab.tif": Image.fromarray(rgb).convert("LAB"), "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
-        "ycbcr.jpg": Image.fromarray(rgb).convert("YCbCr"), "i16.tif": Image.new("I;16", (6, 6), 300),
-        "float.tif": Image.new("F", (6, 6), 0.5), "la.png": Image.new("LA", (6, 6), (9, 128)),
-        "pa.tif": Image.new("PA", (6, 6)), "one.png": Image.new("1", (6, 6), 1),
+        "lab.tif": Image.fromarray(rgb).convert("LAB"),
+        "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
+        "ycbcr.jpg": Image.fromarray(rgb).convert("YCbCr"),
+        "i16.tif": Image.new("I;16", (6, 6), 300),
+        "float.tif": Image.new("F", (6, 6), 0.5),
+        "la.png": Image.new("LA", (6, 6), (9, 128)),
+        "pa.tif": Image.new("PA", (6, 6)),
+        "one.png": Image.new("1", (6, 6), 1),
         "int32.tif": Image.new("I", (6, 6), 70_000),
         "nan.tif": Image.fromarray(np.full((6, 6), np.nan, np.float32)),
-    }  # fmt: skip
+    }
     p = Image.new("P", (6, 6), 3)
     p.info["transparency"] = 3
     images["p.png"] = p
@@ -260,8 +272,21 @@ def streamed(tmp_path_factory):
 
 def test_streamed_decode_error_in_a_worker_is_one_line(cli, streamed):
     root, bad = streamed
-    args = ["train", "--model", root / "spec.yaml", "--data", root / "data", "--epochs", "1",
-            "--val-split", "0", "--batch-size", "1667", "--out", root / "run1"]  # fmt: skip
+    args = [
+        "train",
+        "--model",
+        root / "spec.yaml",
+        "--data",
+        root / "data",
+        "--epochs",
+        "1",
+        "--val-split",
+        "0",
+        "--batch-size",
+        "1667",
+        "--out",
+        root / "run1",
+    ]
     reply = cli.run(*args, env={"CNNLAB_MEMORY_BUDGET": "1"}, timeout=120)
     assert "streaming 5001 images from disk" in reply["stdout"]  # the worker, not the statistics
     one_line_error(reply, rf"{bad.parent.name}/{bad.name}: corrupt or truncated image.*--skip-bad")
@@ -269,8 +294,22 @@ def test_streamed_decode_error_in_a_worker_is_one_line(cli, streamed):
 
 def test_streamed_skip_bad_substitutes_and_reports(cli, streamed):
     root, bad = streamed
-    args = ["train", "--model", root / "spec.yaml", "--data", root / "data", "--epochs", "1",
-            "--val-split", "0", "--batch-size", "1667", "--out", root / "run2", "--skip-bad"]  # fmt: skip
+    args = [
+        "train",
+        "--model",
+        root / "spec.yaml",
+        "--data",
+        root / "data",
+        "--epochs",
+        "1",
+        "--val-split",
+        "0",
+        "--batch-size",
+        "1667",
+        "--out",
+        root / "run2",
+        "--skip-bad",
+    ]
     reply = succeeded(cli.run(*args, env={"CNNLAB_MEMORY_BUDGET": "1"}, timeout=120))
     lines = [line for line in reply["stderr"].splitlines() if line.startswith("skipped")]
     assert len(lines) == 1 and bad.name in lines[0] and "in its place" in lines[0], reply["stderr"]
@@ -313,50 +352,95 @@ LAUGHS = "description:\n  - &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"  - &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
 )
 SPEC_CASES = {
-    "repeat": (_layers("{type: relu, repeat: 1000000000}", "{type: dense}"),
-               r"layer 1 \(relu\): field 'repeat': expected an integer <= 10000"),
-    "repeated-total": (_layers("{type: relu, repeat: 6000}", "{type: relu, repeat: 6000}", "{type: dense}"),
-                       r"layer 2 \(relu\): the spec reaches 12000 layers"),
-    "billion-laughs": (LAUGHS + "name: *i\n" + _layers("{type: dense}"),
-                       r"spec.yaml: not valid YAML at line \d+ \(expands to more than 1000000 values"),
-    "deep-nesting": ("input: " + "[" * 100_000 + "]" * 100_000 + "\n",
-                     r"spec.yaml: not valid YAML at line 1 \(nested more than 32 levels deep"),
-    "huge-integer": (_layers("{type: conv, filters: " + "9" * 5000 + ", kernel: 3}", "{type: dense}"),
-                     r"spec.yaml: unreadable YAML value"),
-    "conv-filters": (_layers("{type: conv, filters: 1000000000, kernel: 3}", "{type: dense}"),
-                     r"layer 1 \(conv 'conv1'\): its output would hold 100000000000 values"),
-    "input": (_layers("{type: dense}", input="[3, 100000, 100000]"),
-              r"field 'input': 3x100000x100000 = 30000000000 values per example, over the cap"),
-    "dense-units": (_layers("{type: dense, units: 100000000}", "{type: dense}"),
-                    r"layer 1 \(dense 'dense1'\): the model reaches \d+ parameters here, over the cap"),
-    "transition-compression": (_layers("{type: transition, compression: 0}", "{type: dense}"),
-                               r"layer 1 \(transition\): field 'compression': expected a number in \(0"),
-    "transition-one-channel": (_layers("{type: transition}", "{type: dense}"),
-                               r"layer 1 \(transition 'transition1'\): compression 0.5 of 1 channel\(s\) leaves 0"),
-    "dense-growth": (_layers("{type: dense_block, layers: 2, growth: 100000000}", "{type: dense}"),
-                     r"layer 1 \(dense_block 'dense_block1'\): .*over the cap"),
-    "dense-block-layers": (_layers("{type: dense_block, layers: 100000000, growth: 1}", "{type: dense}"),
-                           r"layer 1 \(dense_block\): the spec reaches 100000000 layers"),
-    "inception-zero": (_layers("{type: inception, b1: 0, b3_reduce: 1, b3: 1, b5_reduce: 1, b5: 1, pool_proj: 1}",
-                               "{type: dense}"), r"layer 1 \(inception\): field 'b1': expected an integer >= 1"),
-    "nan-eps": (_layers("{type: batchnorm, eps: .nan}", "{type: dense}"),
-                r"layer 1 \(batchnorm\): field 'eps': expected a finite number"),
-    "padding-stride": (_layers("{type: conv, filters: 1, kernel: 1, padding: [1000000, 0, 1000000, 0], stride: 1000000, rounding: floor}", "{type: dense}"),
-                       r"layer 1 \(conv 'conv1'\): its padded input would hold"),
-    "lrn-size": (_layers("{type: lrn, size: 1000000000}", "{type: dense}"),
-                 r"layer 1 \(lrn 'lrn1'\): its padded squares would hold"),
-    "gabor-filters": (_layers("{type: gabor, filters: 1000000, kernel: 3}", "{type: dense}"),
-                      r"layer 1 \(gabor 'gabor1'\): 1000000 filters of 3x3 .* over the Gabor cap"),
-    "classes": (_layers("{type: dense}", classes=10**12), r"field 'classes': 1000000000000 is over the cap"),
-}  # fmt: skip
+    "repeat": (
+        _layers("{type: relu, repeat: 1000000000}", "{type: dense}"),
+        r"layer 1 \(relu\): field 'repeat': expected an integer <= 10000",
+    ),
+    "repeated-total": (
+        _layers("{type: relu, repeat: 6000}", "{type: relu, repeat: 6000}", "{type: dense}"),
+        r"layer 2 \(relu\): the spec reaches 12000 layers",
+    ),
+    "billion-laughs": (
+        LAUGHS + "name: *i\n" + _layers("{type: dense}"),
+        r"spec.yaml: not valid YAML at line \d+ \(expands to more than 1000000 values",
+    ),
+    "deep-nesting": (
+        "input: " + "[" * 100_000 + "]" * 100_000 + "\n",
+        r"spec.yaml: not valid YAML at line 1 \(nested more than 32 levels deep",
+    ),
+    "huge-integer": (
+        _layers("{type: conv, filters: " + "9" * 5000 + ", kernel: 3}", "{type: dense}"),
+        r"spec.yaml: unreadable YAML value",
+    ),
+    "conv-filters": (
+        _layers("{type: conv, filters: 1000000000, kernel: 3}", "{type: dense}"),
+        r"layer 1 \(conv 'conv1'\): its output would hold 100000000000 values",
+    ),
+    "input": (
+        _layers("{type: dense}", input="[3, 100000, 100000]"),
+        r"field 'input': 3x100000x100000 = 30000000000 values per example, over the cap",
+    ),
+    "dense-units": (
+        _layers("{type: dense, units: 100000000}", "{type: dense}"),
+        r"layer 1 \(dense 'dense1'\): the model reaches \d+ parameters here, over the cap",
+    ),
+    "transition-compression": (
+        _layers("{type: transition, compression: 0}", "{type: dense}"),
+        r"layer 1 \(transition\): field 'compression': expected a number in \(0",
+    ),
+    "transition-one-channel": (
+        _layers("{type: transition}", "{type: dense}"),
+        r"layer 1 \(transition 'transition1'\): compression 0.5 of 1 channel\(s\) leaves 0",
+    ),
+    "dense-growth": (
+        _layers("{type: dense_block, layers: 2, growth: 100000000}", "{type: dense}"),
+        r"layer 1 \(dense_block 'dense_block1'\): .*over the cap",
+    ),
+    "dense-block-layers": (
+        _layers("{type: dense_block, layers: 100000000, growth: 1}", "{type: dense}"),
+        r"layer 1 \(dense_block\): the spec reaches 100000000 layers",
+    ),
+    "inception-zero": (
+        _layers(
+            "{type: inception, b1: 0, b3_reduce: 1, b3: 1, b5_reduce: 1, b5: 1, pool_proj: 1}",
+            "{type: dense}",
+        ),
+        r"layer 1 \(inception\): field 'b1': expected an integer >= 1",
+    ),
+    "nan-eps": (
+        _layers("{type: batchnorm, eps: .nan}", "{type: dense}"),
+        r"layer 1 \(batchnorm\): field 'eps': expected a finite number",
+    ),
+    "padding-stride": (
+        _layers(
+            "{type: conv, filters: 1, kernel: 1, padding: [1000000, 0, 1000000, 0], stride: 1000000, rounding: floor}",
+            "{type: dense}",
+        ),
+        r"layer 1 \(conv 'conv1'\): its padded input would hold",
+    ),
+    "lrn-size": (
+        _layers("{type: lrn, size: 1000000000}", "{type: dense}"),
+        r"layer 1 \(lrn 'lrn1'\): its padded squares would hold",
+    ),
+    "gabor-filters": (
+        _layers("{type: gabor, filters: 1000000, kernel: 3}", "{type: dense}"),
+        r"layer 1 \(gabor 'gabor1'\): 1000000 filters of 3x3 .* over the Gabor cap",
+    ),
+    "classes": (
+        _layers("{type: dense}", classes=10**12),
+        r"field 'classes': 1000000000000 is over the cap",
+    ),
+}
 
 
 def test_transition_on_a_1x1_map_is_refused(cli, tmp_path):
     spec = _layers(
         "{type: conv, filters: 2, kernel: 12}", "{type: transition, filters: 2}", "{type: dense}"
     )
-    one_line_error(cli.run("summary", _spec(tmp_path, spec)),
-                   r"layer 2 \(transition 'transition1'\): needs an input of at least 2x2 .* got 1x1")  # fmt: skip
+    one_line_error(
+        cli.run("summary", _spec(tmp_path, spec)),
+        r"layer 2 \(transition 'transition1'\): needs an input of at least 2x2 .* got 1x1",
+    )
 
 
 @pytest.mark.parametrize("case", SPEC_CASES)
@@ -415,15 +499,26 @@ def test_sparse_weights_file_is_refused_before_hashing(cli, run_copy):
 CHECKPOINT_CASES = {
     "classes-count": ({"classes": ["a", "b"]}, r"field 'classes': expected 4 names"),
     "classes-type": ({"classes": [1, 2, 3, 4]}, r"field 'classes': expected a list of class names"),
-    "input-shape": ({"input_shape": [3, 12, 12]}, r"field 'input_shape': expected the spec's input \[1, 12, 12\]"),
+    "input-shape": (
+        {"input_shape": [3, 12, 12]},
+        r"field 'input_shape': expected the spec's input \[1, 12, 12\]",
+    ),
     "std-zero": ({"std": [0.0]}, r"field 'std': expected a list of 1 positive number"),
     "mean-nan": ({"mean": [float("nan")]}, r"field 'mean': expected a list of 1 finite number"),
     "preprocess": ({"preprocess": "unzip"}, r"field 'preprocess': expected mnist-digit or resize"),
     "history": ({"history": "lots"}, r"field 'history': expected a list"),
     "spec-path": ({"spec": "/etc/passwd"}, r"field 'spec': expected a mapping"),
-    "spec-size": ({"spec": {"input": [1, 12, 12], "classes": 4, "layers": [{"type": "conv", "filters": 10**9, "kernel": 3},
-                   {"type": "dense"}]}}, r"layer 1 \(conv 'conv1'\): its output would hold"),
-}  # fmt: skip
+    "spec-size": (
+        {
+            "spec": {
+                "input": [1, 12, 12],
+                "classes": 4,
+                "layers": [{"type": "conv", "filters": 10**9, "kernel": 3}, {"type": "dense"}],
+            }
+        },
+        r"layer 1 \(conv 'conv1'\): its output would hold",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", CHECKPOINT_CASES)
@@ -445,8 +540,19 @@ def test_predict_refuses_postscript_and_scales_16_bit(cli, run, tmp_path):
     images, _ = quadrant_images(4)
     Image.fromarray(images[3]).save(tmp_path / "eight.png")
     Image.fromarray(images[3].astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
-    out = json.loads(succeeded(cli.run("predict", run, tmp_path / "eight.png", tmp_path / "sixteen.png",
-                                       "--json", "--top-k", "4"))["stdout"])  # fmt: skip
+    out = json.loads(
+        succeeded(
+            cli.run(
+                "predict",
+                run,
+                tmp_path / "eight.png",
+                tmp_path / "sixteen.png",
+                "--json",
+                "--top-k",
+                "4",
+            )
+        )["stdout"]
+    )
     eight, sixteen = ({t["class"]: t["probability"] for t in r["top"]} for r in out)
     assert eight.keys() == sixteen.keys() and all(abs(eight[c] - sixteen[c]) < 1e-6 for c in eight)
 
@@ -492,7 +598,14 @@ def test_the_real_entry_point_under_the_limit(tmp_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (3 * GB, 3 * GB))
 
-    proc = subprocess.run([sys.executable, "-m", "cnnlab", "data", "info", str(root)], capture_output=True,
-                          text=True, timeout=120, preexec_fn=limit)  # fmt: skip
-    one_line_error({"rc": proc.returncode, "stderr": proc.stderr, "timed_out": False, "seconds": 0},
-                   r"label 2147483647 \(item 1\) is past the cap")  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "data", "info", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+    )
+    one_line_error(
+        {"rc": proc.returncode, "stderr": proc.stderr, "timed_out": False, "seconds": 0},
+        r"label 2147483647 \(item 1\) is past the cap",
+    )

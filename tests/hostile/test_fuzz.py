@@ -100,9 +100,17 @@ def _image_bases() -> list[bytes]:
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
     out = []
-    for img, fmt in [(rgb, "PNG"), (rgb.convert("L"), "PNG"), (rgb.convert("P"), "GIF"),
-                     (rgb, "BMP"), (rgb, "TIFF"), (rgb, "JPEG"), (rgb, "WEBP"), (rgb.convert("L"), "PPM"),
-                     (Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)), "PNG")]:  # fmt: skip
+    for img, fmt in [
+        (rgb, "PNG"),
+        (rgb.convert("L"), "PNG"),
+        (rgb.convert("P"), "GIF"),
+        (rgb, "BMP"),
+        (rgb, "TIFF"),
+        (rgb, "JPEG"),
+        (rgb, "WEBP"),
+        (rgb.convert("L"), "PPM"),
+        (Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)), "PNG"),
+    ]:
         buf = io.BytesIO()
         img.save(buf, fmt)
         out.append(buf.getvalue())
@@ -156,17 +164,57 @@ BASE_SPEC = {
         {"type": "pool", "size": 2},
         {"type": "dense_block", "layers": 2, "growth": 4},
         {"type": "transition"},
-        {"type": "inception", "b1": 2, "b3_reduce": 2, "b3": 2, "b5_reduce": 2, "b5": 2, "pool_proj": 2},
+        {
+            "type": "inception",
+            "b1": 2,
+            "b3_reduce": 2,
+            "b3": 2,
+            "b5_reduce": 2,
+            "b5": 2,
+            "pool_proj": 2,
+        },
         {"type": "lrn", "size": 3},
         {"type": "dropout", "rate": 0.1},
         {"type": "global_pool"},
         {"type": "dense", "units": 6},
         {"type": "dense"},
     ],
-}  # fmt: skip
-VALUES = [0, -1, 1, 2, 3, 7, 10**9, 2**31, 2**63, 10**30, -(10**9), 0.5, 1e308, float("nan"),
-          float("inf"), -0.0, "", "x", "same", "valid", "classes", "floor", None, True, False,
-          [], [0], [1, 2], [3, 3, 3, 3], [[1]], {}, {"a": 1}, "9" * 50]  # fmt: skip
+}
+VALUES = [
+    0,
+    -1,
+    1,
+    2,
+    3,
+    7,
+    10**9,
+    2**31,
+    2**63,
+    10**30,
+    -(10**9),
+    0.5,
+    1e308,
+    float("nan"),
+    float("inf"),
+    -0.0,
+    "",
+    "x",
+    "same",
+    "valid",
+    "classes",
+    "floor",
+    None,
+    True,
+    False,
+    [],
+    [0],
+    [1, 2],
+    [3, 3, 3, 3],
+    [[1]],
+    {},
+    {"a": 1},
+    "9" * 50,
+]
 LAUGH: list = ["x"] * 10
 for _ in range(12):  # 10**13 leaves, shared: anything that walks it hangs
     LAUGH = [LAUGH] * 10
@@ -229,7 +277,18 @@ def test_every_field_at_extreme_values():
 
 
 def _required(kind: str) -> dict:
-    defaults = {"filters": 4, "kernel": 3, "size": 2, "group": 1, "layers": 1,
-                "b1": 1, "b3_reduce": 1, "b3": 1, "b5_reduce": 1, "b5": 1, "pool_proj": 1}  # fmt: skip
+    defaults = {
+        "filters": 4,
+        "kernel": 3,
+        "size": 2,
+        "group": 1,
+        "layers": 1,
+        "b1": 1,
+        "b3_reduce": 1,
+        "b3": 1,
+        "b5_reduce": 1,
+        "b5": 1,
+        "pool_proj": 1,
+    }
     fields = KINDS[kind][0]
     return {k: v for k, v in defaults.items() if k in fields}
