@@ -92,7 +92,8 @@ def read_json(path: Path) -> dict:
         size = path.stat().st_size
         if size > MAX_JSON_BYTES:
             raise CnnlabError(
-                f"{path}: {size} bytes is too large for checkpoint metadata (at most {MAX_JSON_BYTES})"
+                f"{path}: {size} bytes is too large for checkpoint metadata "
+                f"(at most {MAX_JSON_BYTES})"
             )
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -320,7 +321,8 @@ def model_from(
     classes: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> tuple[Net, dict[str, torch.Tensor] | None]:
-    """A zoo name, spec file or checkpoint -> (model rebuilt with any changes, checkpoint weights or None)."""
+    """A zoo name, spec file or checkpoint -> (model rebuilt with any changes, checkpoint weights
+    or None)."""
     if is_checkpoint(ref):
         ckpt = load_checkpoint(ref)
         spec, source, state = ckpt.model.spec, str(ckpt.path), ckpt.model.state_dict()

@@ -3,7 +3,8 @@
 For each layer with parameters, a few entries chosen at random are nudged by +-eps and the
 loss difference (L(w+eps) - L(w-eps)) / 2 eps is compared with the autograd gradient.
 Entries where the one-sided differences disagree sit on a kink (a ReLU or max-pool switch
-within eps) and are counted, not compared. The model runs in evaluation mode so that dropout and stochastic pooling are deterministic.
+within eps) and are counted, not compared. The model runs in evaluation mode so that dropout
+and stochastic pooling are deterministic.
 """
 
 from __future__ import annotations

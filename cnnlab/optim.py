@@ -1,4 +1,5 @@
-"""Kept so that `from cnnlab.optim import ...` goes on working: the pieces now live in cnnlab.train."""
+"""Kept so that `from cnnlab.optim import ...` goes on working: the pieces now live in
+cnnlab.train."""
 
 from cnnlab.train.average import WeightAverage  # noqa: F401
 from cnnlab.train.config import OPTIMIZERS, SCHEDULES  # noqa: F401

@@ -254,11 +254,13 @@ def format_summary(s: dict) -> str:
     out += [line(row) for row in body]
     out.append("-" * (sum(widths) + 2 * len(widths)))
     out.append(
-        f"total params {t['params']:,} (trainable {t['trainable']:,})   multiply-adds per image {_human(t['macs'])}"
+        f"total params {t['params']:,} (trainable {t['trainable']:,})   "
+        f"multiply-adds per image {_human(t['macs'])}"
     )
     if zeros:
         sample = s["sparsity_sample"]
         out.append(
-            f"zeros: fraction of exactly-zero outputs over {sample['images']} images of {sample['data']}"
+            f"zeros: fraction of exactly-zero outputs over {sample['images']} images "
+            f"of {sample['data']}"
         )
     return "\n".join(out)

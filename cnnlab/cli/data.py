@@ -122,7 +122,8 @@ def data_convert(src: str, out: str, fmt: str, channels, size, skip_bad, sequenc
 )
 @click.option("--seed", default=0, type=click.IntRange(0), **SHOW)
 def data_make_signals(out: str, n_train: int, n_test: int, length: int, noise: float, seed: int):
-    """Write a .npz of noisy 1-D waveforms of 5 classes (a 1-D CNN's task; see cnnlab/data/signals.py)."""
+    """Write a .npz of noisy 1-D waveforms of 5 classes (a 1-D CNN's task; see
+    cnnlab/data/signals.py)."""
     from cnnlab.data.signals import save_signals
 
     click.echo(str(save_signals(out, n_train, n_test, length, noise, seed)))

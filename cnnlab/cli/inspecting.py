@@ -217,7 +217,10 @@ def inspect_invert(run, image, layer, steps, seed, out):
 @click.option(
     "--kernel",
     required=True,
-    help="identity, box-blur, gaussian-blur, sharpen, edge, sobel-x, sobel-y, emboss, or a matrix file.",
+    help=(
+        "identity, box-blur, gaussian-blur, sharpen, edge, sobel-x, sobel-y, emboss, "
+        "or a matrix file."
+    ),
 )
 @click.option("--stride", default=1, type=click.IntRange(1), **SHOW)
 @click.option("--padding", default="0", help="Zero padding in pixels, or 'same'.", **SHOW)

@@ -121,7 +121,8 @@ def gradcheck_cmd(
             flag = "FAIL" if r["worst_rel_error"] > tolerance else "ok"
             kinks = f"  ({r['kinks']} on a kink, skipped)" if r["kinks"] else ""
             click.echo(
-                f"{r['layer']:<16} {r['checked']:>4} checked  worst {r['worst_rel_error']:.2e}  {flag}{kinks}"
+                f"{r['layer']:<16} {r['checked']:>4} checked  "
+                f"worst {r['worst_rel_error']:.2e}  {flag}{kinks}"
             )
         click.echo(f"worst relative error {worst:.2e} (tolerance {tolerance:g})")
     if worst > tolerance:

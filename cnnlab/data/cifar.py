@@ -1,4 +1,5 @@
-"""CIFAR-10's binary batches: records of 1 label byte then 3072 pixel bytes (R, G, B planes of 32x32)."""
+"""CIFAR-10's binary batches: records of 1 label byte then 3072 pixel bytes (R, G, B planes of
+32x32)."""
 
 from __future__ import annotations
 

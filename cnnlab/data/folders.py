@@ -53,7 +53,8 @@ def load_folder(
     root = Path(root)
     if size is not None and size[0] * size[1] > max_pixels:
         raise CnnlabError(
-            f"--size {size[0]}x{size[1]}: {size[0] * size[1]} pixels is over the cap of {max_pixels}"
+            f"--size {size[0]}x{size[1]}: {size[0] * size[1]} pixels "
+            f"is over the cap of {max_pixels}"
         )
     listing = scan(root)
     budget = memory_budget()
@@ -173,7 +174,12 @@ def _lazy_folder(root, listing, channels, size, skip_bad, max_pixels) -> ImageSe
         labels=labels,
         skip_bad=skip_bad,
     )
-    data = ImageSet(images, torch.tensor(labels), listing.classes, str(root))  # type: ignore[arg-type]
+    data = ImageSet(
+        images,  # type: ignore[arg-type]
+        torch.tensor(labels),
+        listing.classes,
+        str(root),
+    )
     data.skipped = skipped
     return data
 

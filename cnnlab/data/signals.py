@@ -89,7 +89,8 @@ def save_signals(
     noise: float = 0.5,
     seed: int = 0,
 ) -> Path:
-    """Write OUT.npz with x, y, x_test, y_test, classes and layout NCL (test drawn from another seed)."""
+    """Write OUT.npz with x, y, x_test, y_test, classes and layout NCL (test drawn from another
+    seed)."""
     x, y = make_signals(n_train, length, noise, seed)
     arrays = {"x": x, "y": y, "classes": np.array(CLASSES), "layout": np.array("NCL")}
     if n_test:

@@ -56,7 +56,8 @@ def eval_data(ckpt: Checkpoint, data: str | None) -> tuple[ImageSet, str]:
         found, split = load_for(ckpt, name, "train"), "train"
     if len(found.classes) != len(ckpt.classes):
         raise CnnlabError(
-            f"{found.source}: {len(found.classes)} classes, but the model predicts {len(ckpt.classes)}"
+            f"{found.source}: {len(found.classes)} classes, "
+            f"but the model predicts {len(ckpt.classes)}"
         )
     return found, split
 
@@ -92,14 +93,16 @@ def metrics(ckpt: Checkpoint, data: ImageSet, batch_size: int = 1000) -> dict:
 
 def format_metrics(m: dict) -> str:
     lines = [
-        f"accuracy {100 * m['accuracy']:.2f}%  ({m['errors']} errors in {m['count']} images of {m['data']})",
+        f"accuracy {100 * m['accuracy']:.2f}%  "
+        f"({m['errors']} errors in {m['count']} images of {m['data']})",
         "",
     ]
     width = max(5, *(len(c) for c in m["classes"]))
     lines.append(f"{'class':<{width}}  precision  recall      f1  support")
     for r in m["per_class"]:
         lines.append(
-            f"{r['class']:<{width}}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1']:6.4f}  {r['support']:7d}"
+            f"{r['class']:<{width}}  {r['precision']:9.4f}  {r['recall']:6.4f}  "
+            f"{r['f1']:6.4f}  {r['support']:7d}"
         )
     lines += ["", "confusion (rows: true, columns: predicted)"]
     cm = np.array(m["confusion"])

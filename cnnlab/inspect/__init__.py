@@ -1,1 +1,2 @@
-"""Looking inside any cnnlab model. Each function returns arrays; the CLI and the web page draw them."""
+"""Looking inside any cnnlab model. Each function returns arrays; the CLI and the web page draw
+them."""

@@ -33,11 +33,25 @@ from cnnlab.inspect.maps import evaluating
 METHODS: dict[str, str] = {
     "saliency": "|d score / d pixel| (Simonyan et al. 2013)",
     "smoothgrad": "saliency averaged over noisy copies of the input (Smilkov et al. 2017)",
-    "integrated-gradients": "gradients summed along the path from a baseline; they add up to f(x) - f(baseline) (Sundararajan et al. 2017)",
-    "guided-backprop": "the gradient with only positive signals passed back through each ReLU (Springenberg et al. 2014)",
-    "deconvolution": "Zeiler-Fergus deconvnet: the score sent back down with each ReLU applied to the signal itself",
-    "gradcam": "a conv layer's maps weighted by their mean gradient, rectified and upsampled (Selvaraju et al. 2017)",
-    "occlusion": "how much the score drops when a window around each pixel is blanked (Zeiler & Fergus 2014)",
+    "integrated-gradients": (
+        "gradients summed along the path from a baseline; they add up to f(x) - f(baseline) "
+        "(Sundararajan et al. 2017)"
+    ),
+    "guided-backprop": (
+        "the gradient with only positive signals passed back through each ReLU "
+        "(Springenberg et al. 2014)"
+    ),
+    "deconvolution": (
+        "Zeiler-Fergus deconvnet: the score sent back down with each ReLU applied to the signal "
+        "itself"
+    ),
+    "gradcam": (
+        "a conv layer's maps weighted by their mean gradient, rectified and upsampled "
+        "(Selvaraju et al. 2017)"
+    ),
+    "occlusion": (
+        "how much the score drops when a window around each pixel is blanked (Zeiler & Fergus 2014)"
+    ),
 }
 SIGNED = frozenset({"integrated-gradients", "guided-backprop", "deconvolution", "occlusion"})
 OPTIONS: dict[str, dict[str, object]] = {
@@ -150,7 +164,8 @@ def _positive_int(method: str, name: str, value, lo: int = 1, hi: int = 1 << 16)
 
 
 def _baseline(method: str, value, x: torch.Tensor) -> torch.Tensor:
-    """A number (the same in every pixel, in the model's normalised input) or a tensor of x's shape."""
+    """A number (the same in every pixel, in the model's normalised input) or a tensor of x's
+    shape."""
     if isinstance(value, torch.Tensor):
         if value.shape != x.shape:
             raise CnnlabError(

@@ -22,7 +22,8 @@ from cnnlab.model.net import Net
 def deconv(
     model: Net, x: torch.Tensor, layer: str, channel: int | None = None
 ) -> tuple[torch.Tensor, int, tuple]:
-    """Reconstruction (1, C, H, W) of the strongest activation in `layer`; the channel and its position."""
+    """Reconstruction (1, C, H, W) of the strongest activation in `layer`; the channel and its
+    position."""
     from captum.attr import NeuronDeconvolution
 
     check_layer(model, layer)

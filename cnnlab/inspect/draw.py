@@ -88,7 +88,8 @@ def side_by_side(
     title: str,
     overlay: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
-    """A row of (title, array, colour map) panels; overlay=(image, heat) adds a blended last panel."""
+    """A row of (title, array, colour map) panels; overlay=(image, heat) adds a blended last
+    panel."""
     n = len(panels) + (overlay is not None)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 0.6, 3.0), squeeze=False)
     for ax, (label, a, cmap) in zip(axes[0], panels, strict=False):

@@ -116,13 +116,24 @@ def embedding_html(
         for name, c in zip(classes, colours, strict=True)
     )
     errors = int((labels != predicted).sum())
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
-body{{font:14px system-ui,sans-serif;margin:16px;color:#1d2330}} .map{{position:relative;width:min(92vw,900px);height:min(92vw,900px);border:1px solid #ccd;margin:12px}}
-.d{{position:absolute;width:7px;height:7px;margin:-3.5px;border-radius:50%}} .d.wrong{{width:9px;height:9px;margin:-4.5px;box-shadow:0 0 0 2px #000}}
-.d figure{{display:none;position:absolute;left:10px;top:10px;margin:0;padding:4px;background:#fff;border:1px solid #889;font-size:11px;white-space:pre}}
-.d:hover{{z-index:10}} .d:hover figure{{display:block}} .d img{{width:84px;image-rendering:pixelated}}
-.legend span{{margin-right:12px;white-space:pre}} .legend i{{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px}}
-</style></head><body><h1>{html.escape(title)}</h1><p>{len(labels)} images; {errors} misclassified (ringed in black). Hover a point to see its image.</p>
+    intro = (
+        f"{len(labels)} images; {errors} misclassified (ringed in black). "
+        "Hover a point to see its image."
+    )
+    page = f"""<!doctype html><html lang="en">
+<head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
+body{{font:14px system-ui,sans-serif;margin:16px;color:#1d2330}}
+.map{{position:relative;width:min(92vw,900px);height:min(92vw,900px);border:1px solid #ccd;
+margin:12px}}
+.d{{position:absolute;width:7px;height:7px;margin:-3.5px;border-radius:50%}}
+.d.wrong{{width:9px;height:9px;margin:-4.5px;box-shadow:0 0 0 2px #000}}
+.d figure{{display:none;position:absolute;left:10px;top:10px;margin:0;padding:4px;background:#fff;
+border:1px solid #889;font-size:11px;white-space:pre}}
+.d:hover{{z-index:10}} .d:hover figure{{display:block}}
+.d img{{width:84px;image-rendering:pixelated}}
+.legend span{{margin-right:12px;white-space:pre}}
+.legend i{{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px}}
+</style></head><body><h1>{html.escape(title)}</h1><p>{intro}</p>
 <div class="legend">{legend}</div><div class="map">{"".join(dots)}</div></body></html>"""
     path = Path(path)
     path.write_text(page, encoding="utf-8")

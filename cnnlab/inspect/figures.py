@@ -61,7 +61,10 @@ def kernels_figure(ckpt: Checkpoint, out: Path, layer: str | None = None) -> lis
         panels = [
             (f"{layer}[{i}] in {c}", k[c]) for i, k in enumerate(w) for c in range(k.shape[0])
         ]
-    title = f"{layer}: {w.shape[0]} kernels of {w.shape[1]}x{w.shape[2]}x{w.shape[3]} (weights, red > 0 > blue)"
+    title = (
+        f"{layer}: {w.shape[0]} kernels of {w.shape[1]}x{w.shape[2]}x{w.shape[3]} "
+        "(weights, red > 0 > blue)"
+    )
     return draw.grid(
         panels,
         out,
@@ -294,7 +297,8 @@ def attribution_figure(
     label = f"input -> {pred['class']} ({100 * pred['probability']:.0f}%)"
     name = "a test image" if isinstance(image, np.ndarray) else Path(image).name
     title = (
-        f"attribution of class {ckpt.classes[used]!r} for {name}: maps (red > 0 > blue where signed), "
+        f"attribution of class {ckpt.classes[used]!r} for {name}: "
+        "maps (red > 0 > blue where signed), "
         "then over the input"
     )
     rows = [(draw.plain_text(label), prepared.astype(float), maps)]
@@ -384,7 +388,8 @@ def embedding_files(
 
     if len(dataset.classes) != len(ckpt.classes):
         raise CnnlabError(
-            f"{dataset.source}: {len(dataset.classes)} classes, but the model predicts {len(ckpt.classes)}"
+            f"{dataset.source}: {len(dataset.classes)} classes, "
+            f"but the model predicts {len(ckpt.classes)}"
         )
     pick = sample(len(dataset), n, seed)
     images, labels = dataset.images[pick], dataset.labels[pick]

@@ -72,7 +72,8 @@ def kernels(model: Net, layer: str) -> np.ndarray:
     conv = conv_of(getattr(model, layer))
     if conv is None:
         raise CnnlabError(
-            f"layer '{layer}' is not a convolution; convolutions: {', '.join(conv_layers(model)) or 'none'}"
+            f"layer '{layer}' is not a convolution; "
+            f"convolutions: {', '.join(conv_layers(model)) or 'none'}"
         )
     w = conv.weight.detach().float().numpy()
     return w[:, :, None, :] if w.ndim == 3 else w

@@ -62,7 +62,8 @@ def _misclassified(ckpt: Checkpoint, data, probs: torch.Tensor, wrong: torch.Ten
         true = html.escape(ckpt.classes[int(data.labels[i])])
         src = png_data_url(data.images[i].numpy())
         cells.append(
-            f'<figure><img alt="test image {i}" src="{src}"><figcaption>#{i} true {true}<br>{guesses}</figcaption></figure>'
+            f'<figure><img alt="test image {i}" src="{src}">'
+            f"<figcaption>#{i} true {true}<br>{guesses}</figcaption></figure>"
         )
     return "".join(cells)
 
@@ -72,11 +73,15 @@ def _confused_pairs(m: dict, top: int = 8) -> str:
     np.fill_diagonal(cm, 0)
     order = np.dstack(np.unravel_index(np.argsort(-cm, axis=None), cm.shape))[0][:top]
     rows = "".join(
-        f"<tr><td>{html.escape(m['classes'][t])}</td><td>{html.escape(m['classes'][p])}</td><td>{cm[t, p]}</td></tr>"
+        f"<tr><td>{html.escape(m['classes'][t])}</td><td>{html.escape(m['classes'][p])}</td>"
+        f"<td>{cm[t, p]}</td></tr>"
         for t, p in order
         if cm[t, p] > 0
     )
-    return f"<table><tr><th>true</th><th>predicted as</th><th>count</th></tr>{rows or '<tr><td colspan=3>none</td></tr>'}</table>"
+    return (
+        "<table><tr><th>true</th><th>predicted as</th><th>count</th></tr>"
+        f"{rows or '<tr><td colspan=3>none</td></tr>'}</table>"
+    )
 
 
 def _attribution_section(ckpt: Checkpoint, data, probs, wrong, tmp: Path) -> str:
@@ -98,7 +103,8 @@ def _sparsity_table(ckpt: Checkpoint, data) -> str:
     zeros = sparsity(ckpt.model, images, normalizer(ckpt))
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{html.escape(ckpt.model.kinds[name])}</td>"
-        f'<td>{100 * z:.1f}%</td><td><div class="bar" style="width:{200 * z:.0f}px"></div></td></tr>'
+        f"<td>{100 * z:.1f}%</td>"
+        f'<td><div class="bar" style="width:{200 * z:.0f}px"></div></td></tr>'
         for name, z in zeros.items()
     )
     return (
@@ -116,7 +122,8 @@ def _unit_sections(ckpt: Checkpoint, data, split: str, tmp: Path) -> list[tuple[
         pages = top_patches_pages(ckpt, images, tmp / "patches.png", stages[-1:], 9, data.source)
         sections.append(
             (
-                f"What each channel of {stages[-1]} responds to (top 9 of {len(images)} {split} images)",
+                f"What each channel of {stages[-1]} responds to "
+                f"(top 9 of {len(images)} {split} images)",
                 "".join(_img(p, "top patches") for p in pages),
             )
         )
@@ -179,16 +186,21 @@ def build_report(ckpt: Checkpoint, out: str | os.PathLike, data: str | None = No
         )
     config = html.escape(yaml.safe_dump(meta.get("config", {}), sort_keys=False))
     head = (
-        f"<h1>{html.escape(ckpt.model.spec['name'])}: {100 * m['accuracy']:.2f}% on {m['count']} {split} images</h1>"
-        f"<p>{m['errors']} errors; checkpoint {html.escape(str(ckpt.path))}; cnnlab {html.escape(str(meta.get('cnnlab_version')))}, "
+        f"<h1>{html.escape(ckpt.model.spec['name'])}: "
+        f"{100 * m['accuracy']:.2f}% on {m['count']} {split} images</h1>"
+        f"<p>{m['errors']} errors; checkpoint {html.escape(str(ckpt.path))}; "
+        f"cnnlab {html.escape(str(meta.get('cnnlab_version')))}, "
         f"torch {html.escape(str(meta.get('torch_version')))}</p>"
         f"<section><h2>Configuration</h2><pre>{config}</pre></section>"
     )
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>cnnlab report</title><style>
-body{{font:14px system-ui,sans-serif;max-width:1100px;margin:20px auto;color:#1d2330}} img{{max-width:100%}}
-section{{margin:18px 0}} pre{{background:#f4f5f7;padding:8px;font-size:12px}}
-table{{border-collapse:collapse}} td,th{{padding:2px 10px;border-bottom:1px solid #e3e6eb;text-align:left}}
-.bar{{height:10px;background:#5d86c0}} .gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0;width:120px;font-size:11px}} figure img{{width:110px;image-rendering:pixelated}}
+    page = f"""<!doctype html><html lang="en">
+<head><meta charset="utf-8"><title>cnnlab report</title><style>
+body{{font:14px system-ui,sans-serif;max-width:1100px;margin:20px auto;color:#1d2330}}
+img{{max-width:100%}} section{{margin:18px 0}} pre{{background:#f4f5f7;padding:8px;font-size:12px}}
+table{{border-collapse:collapse}}
+td,th{{padding:2px 10px;border-bottom:1px solid #e3e6eb;text-align:left}}
+.bar{{height:10px;background:#5d86c0}} .gallery{{display:flex;flex-wrap:wrap;gap:8px}}
+figure{{margin:0;width:120px;font-size:11px}} figure img{{width:110px;image-rendering:pixelated}}
 </style></head><body>{head}{body}</body></html>"""
     out.write_text(page, encoding="utf-8")
     return out

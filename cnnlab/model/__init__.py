@@ -1,4 +1,5 @@
-"""Models as data: a spec (YAML or Python) becomes a plain torch.nn.Module with every shape inferred.
+"""Models as data: a spec (YAML or Python) becomes a plain torch.nn.Module with every shape
+inferred.
 
     reading.py   spec files and zoo names -> plain data (bounded YAML)
     bounds.py    the caps on a spec's size, SpecError
@@ -18,9 +19,9 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "build": "spec", "to_spec": "spec", "retarget": "spec", "normalize": "spec", "normalise": "spec",
-    "apply_overrides": "spec", "load_spec": "reading", "Net": "net", "KINDS": "kinds",
-    "SpecError": "bounds",
+    "build": "spec", "to_spec": "spec", "retarget": "spec", "normalize": "spec",
+    "normalise": "spec", "apply_overrides": "spec", "load_spec": "reading", "Net": "net",
+    "KINDS": "kinds", "SpecError": "bounds",
 }  # fmt: skip
 __all__ = list(_LAZY)
 

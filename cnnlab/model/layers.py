@@ -1,4 +1,5 @@
-"""The layers of the classic CNN texts that PyTorch does not ship, as plain functions plus thin modules.
+"""The layers of the classic CNN texts that PyTorch does not ship, as plain functions plus thin
+modules.
 
 Everything else (convolution, max/mean pooling, activations, dropout, batch norm, local
 response normalisation, linear layers) is PyTorch's own module, used as is.
@@ -111,7 +112,8 @@ class SumPool1d(SumPool2d):
 
 
 class StochasticPool1d(StochasticPool2d):
-    """Stochastic pooling of (N, C, L) sequences: the 2-D layer on (N, C, 1, L), windows of 1 x k."""
+    """Stochastic pooling of (N, C, L) sequences: the 2-D layer on (N, C, 1, L), windows of
+    1 x k."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return stochastic_pool2d(
@@ -209,11 +211,15 @@ class GaborConv2d(nn.Module):
         return F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.filters}, kernel_size={self.kernel_size}, seed={self.seed}, frozen"
+        return (
+            f"{self.in_channels}, {self.filters}, kernel_size={self.kernel_size}, "
+            f"seed={self.seed}, frozen"
+        )
 
 
 class Dense(nn.Linear):
-    """A fully connected layer that flattens its input first, so no flatten size is written by hand."""
+    """A fully connected layer that flattens its input first, so no flatten size is written by
+    hand."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.flatten(1))

@@ -53,7 +53,8 @@ class Net(nn.Sequential):
 
 
 def writes_its_input(module: nn.Module) -> bool:
-    """True for a layer that overwrites its input (an in-place relu, or a block starting with one)."""
+    """True for a layer that overwrites its input (an in-place relu, or a block starting with
+    one)."""
     while isinstance(module, nn.Sequential) and len(module):
         module = module[0]
     return bool(getattr(module, "inplace", False))

@@ -58,7 +58,8 @@ def _where(source: str, index: int, kind: str, name: Any = None) -> str:
 def _normalise_layer(raw: Any, index: int, source: str) -> dict:
     if not isinstance(raw, dict):
         raise SpecError(
-            f"{source}: layer {index}: expected a mapping like {{type: conv, ...}}, got {brief(raw)}"
+            f"{source}: layer {index}: expected a mapping like {{type: conv, ...}}, "
+            f"got {brief(raw)}"
         )
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in KINDS:
@@ -102,7 +103,8 @@ def normalize(spec: dict, source: str = "spec") -> dict:
     unknown = set(spec) - TOP_LEVEL
     if unknown:
         raise SpecError(
-            f"{source}: unknown top-level field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(TOP_LEVEL))}"
+            f"{source}: unknown top-level field(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(TOP_LEVEL))}"
         )
     for key in ("input", "classes", "layers"):
         if key not in spec:
@@ -114,7 +116,8 @@ def normalize(spec: dict, source: str = "spec") -> dict:
         and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
     ):
         raise SpecError(
-            f"{source}: field 'input': expected [C, H, W] or [C, L] of positive integers, got {brief(shape)}"
+            f"{source}: field 'input': expected [C, H, W] or [C, L] of positive integers, "
+            f"got {brief(shape)}"
         )
     if math.prod(shape) > MAX_ACTIVATION:
         raise SpecError(

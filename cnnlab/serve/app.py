@@ -99,7 +99,8 @@ def strongest(a: np.ndarray, count: int) -> list[dict]:
 
 
 def png_url(a: np.ndarray, signed: bool = False) -> str:
-    """A 2-D array as a grayscale PNG data URL, scaled to its own range (0 at mid-gray if signed)."""
+    """A 2-D array as a grayscale PNG data URL, scaled to its own range (0 at mid-gray if
+    signed)."""
     a = np.asarray(a, dtype=np.float64)
     if signed:
         m = max(np.abs(a).max(), 1e-12)
@@ -193,7 +194,8 @@ async def image_and_fields(request: Request, cap: int) -> tuple[bytes, dict]:
     ):
         raise HTTPError(
             415,
-            f"unsupported content type '{one_line(ctype, 60) or 'none'}'; send multipart/form-data, image/*, or application/json",
+            f"unsupported content type '{one_line(ctype, 60) or 'none'}'; "
+            "send multipart/form-data, image/*, or application/json",
         )
     body = await read_body(request, cap)
     if not body:
@@ -470,7 +472,8 @@ class Service:
         if method not in METHODS:
             raise HTTPError(
                 400,
-                f"field 'method' must be one of {', '.join(METHODS)}; got {one_line(repr(method), 60)}",
+                f"field 'method' must be one of {', '.join(METHODS)}; "
+                f"got {one_line(repr(method), 60)}",
             )
         if len(self.ckpt.meta["input_shape"]) != 3:
             raise HTTPError(400, "attribution maps need a model of images (C, H, W)")

@@ -226,7 +226,8 @@ class Trainer:
             if self.world.main:
                 self.run.save_checkpoint("last", self.published, self.meta({"test_acc": t["acc"]}))
             self.say(
-                f"test accuracy {100 * t['acc']:.2f}% on {len(data.test)} images ({data.test.source})"
+                f"test accuracy {100 * t['acc']:.2f}% on {len(data.test)} images "
+                f"({data.test.source})"
             )
         return result
 
@@ -246,7 +247,8 @@ class Trainer:
         return (
             f"{streamed}training {self.model.spec['name']} ({params:,} parameters) "
             f"on {len(data.train)} images of "
-            f"{'x'.join(map(str, data.train.shape))}, validating on {n_val}; {cfg.epochs} epochs of "
+            f"{'x'.join(map(str, data.train.shape))}, validating on {n_val}; "
+            f"{cfg.epochs} epochs of "
             f"{self.steps_per_epoch} batches of {cfg.batch_size} on {data.device}"
             f"{f' x {world.size} processes' if world.size > 1 else ''}"
             f"{', bf16 autocast' if self.step.amp_dtype else ''}; run: {self.run}"
