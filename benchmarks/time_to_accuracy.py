@@ -59,7 +59,11 @@ def run_cnnlab(seed: int, fast: bool = True) -> dict:
     from cnnlab.train import make_trainer
 
     out = os.environ.get("TTA_OUT", "/tmp/cnnlab-tta")
-    cfg = TrainConfig(seed=seed, out=out, val_split=0.0, channels_last=fast, fast_malloc=fast)
+    recipe = json.loads(os.environ.get("TTA_RECIPE", "{}"))  # --recipe: changes to the defaults
+    cfg = TrainConfig(
+        **{"seed": seed, "out": out, "val_split": 0.0, "channels_last": fast, "fast_malloc": fast}
+        | recipe
+    )
     trainer = make_trainer(cfg, overwrite=True)  # one scratch directory for every run
     tracker = Tracker(
         lambda: trainer.evaluate(trainer.prepared.test)["acc"], trainer.steps_per_epoch
@@ -179,7 +183,13 @@ def main() -> None:
     parser.add_argument("--only", choices=list(WORKERS), action="append", help="run only these")
     parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--recipe",
+        help="JSON of TrainConfig changes for the cnnlab runs, e.g. '{\"warmup\": 0.02}'",
+    )
     args = parser.parse_args()
+    if args.recipe:
+        os.environ["TTA_RECIPE"] = json.dumps(json.loads(args.recipe))
     if args.worker:
         result = WORKERS[args.worker](args.seed)
         result["hits"] = {str(k): v for k, v in result["hits"].items()}

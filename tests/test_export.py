@@ -26,12 +26,13 @@ SIZE = {"nin": 96}
 
 def _checkpoint(name, tmp_path) -> Checkpoint:
     spec, _ = load_spec(name)
-    c, h, _ = spec["input"]
-    size = min(h, SIZE.get(name, 64))
-    model = build(apply_overrides(retarget(spec, (c, size, size), 10), SHRINK.get(name, [])))
+    c, *sides = spec["input"]
+    size = min(sides[0], SIZE.get(name, 64))
+    shape = [c, size, size] if len(sides) == 2 else list(spec["input"])  # sequences as they are
+    model = build(apply_overrides(retarget(spec, tuple(shape), 10), SHRINK.get(name, [])))
     meta = {
         "classes": [f"c{i}" for i in range(10)],
-        "input_shape": [c, size, size],
+        "input_shape": shape,
         "mean": [0.5] * c,
         "std": [0.25] * c,
     }

@@ -296,35 +296,37 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     data = make_tiny_idx(tmp_path / "data", n_train=20000, n_test=100)
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_SPEC)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cnnlab",
-            "train",
-            "--model",
-            str(spec),
-            "--data",
-            str(data),
-            "--epochs",
-            "50",
-            "--batch-size",
-            "8",
-            "--out",
-            str(tmp_path / "run"),
-            "--threads",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    with open(tmp_path / "stderr.txt", "w") as log:  # a file: progress bars never fill a pipe
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cnnlab",
+                "train",
+                "--model",
+                str(spec),
+                "--data",
+                str(data),
+                "--epochs",
+                "50",
+                "--batch-size",
+                "8",
+                "--out",
+                str(tmp_path / "run"),
+                "--threads",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
+        metrics = tmp_path / "run" / "metrics.jsonl"
+        deadline = time.time() + 120
+        while not metrics.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 130, err
     assert (
         "interrupted: weights saved to" in err

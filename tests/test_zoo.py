@@ -39,10 +39,12 @@ def test_parameter_count(name):
 def test_forward_backward_on_a_small_input(name):
     torch.manual_seed(0)
     spec = load_spec(name)[0]
-    c, h, w = spec["input"]
-    size = min(h, SMALL_INPUT.get(name, 64))
-    net = build(retarget(spec, (c, size, size), 10))
-    x = torch.randn(2, c, size, size)
+    c, *sides = spec["input"]
+    size = min(sides[0], SMALL_INPUT.get(name, 64))
+    shape = (c, *[size] * len(sides))  # images (C, H, W), or sequences (C, L) as they are
+    shape = tuple(spec["input"]) if len(sides) == 1 else shape
+    net = build(retarget(spec, shape, 10))
+    x = torch.randn(2, *shape)
     out = net(x)
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     out.logsumexp(1).sum().backward()
