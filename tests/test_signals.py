@@ -99,6 +99,10 @@ def test_sequences_train_evaluate_predict_and_export_from_the_command_line(signa
     assert [r["top"][0]["class"] in CLASSES for r in json.loads(predicted.stdout)] == [True, True]
     exported = cnnlab("export", str(run), "--format", "onnx")
     assert exported.returncode == 0 and "max |difference|" in exported.stdout, exported.stderr
+    reported = cnnlab("report", str(run), "--out", str(tmp_path / "report.html"))
+    assert reported.returncode == 0, reported.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<polyline") >= 1 and 'alt="test image' not in page  # lines, not strips
     served = cnnlab("serve", str(run), "--port", "0")  # the page draws images: refused at once
     assert served.returncode == 1 and len(served.stderr.strip().splitlines()) == 1
     assert "this one reads sequences (C, L)" in served.stderr

@@ -172,7 +172,13 @@ def to_array(img: Image.Image, channels: int, size: tuple[int, int] | None = Non
 
 
 def to_pil(arr: np.ndarray) -> Image.Image:
-    """A uint8 image, (H, W) or (C, H, W) with C in 1 or 3, as a Pillow image (L or RGB)."""
+    """A uint8 image, (H, W) or (C, H, W) with C in 1 or 3, as a Pillow image (L or RGB). Float
+    values (an image from a float array) are shown scaled from their own range to 0..255."""
+    if arr.dtype != np.uint8:
+        arr = np.asarray(arr, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = np.nan_to_num((arr - lo) * (255 / max(hi - lo, 1e-12)))
+        arr = np.rint(arr).astype(np.uint8)
     if arr.ndim == 3:
         arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
     return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))

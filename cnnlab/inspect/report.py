@@ -60,10 +60,10 @@ def _misclassified(ckpt: Checkpoint, data, probs: torch.Tensor, wrong: torch.Ten
             for v, j in zip(values.tolist(), idx.tolist(), strict=True)
         )
         true = html.escape(ckpt.classes[int(data.labels[i])])
-        src = png_data_url(data.images[i].numpy())
+        item = data.images[i].numpy()
+        shown = sequence_svg(item) if item.ndim == 2 else _picture(item, f"test image {i}")
         cells.append(
-            f'<figure><img alt="test image {i}" src="{src}">'
-            f"<figcaption>#{i} true {true}<br>{guesses}</figcaption></figure>"
+            f"<figure>{shown}<figcaption>#{i} true {true}<br>{guesses}</figcaption></figure>"
         )
     return "".join(cells)
 
@@ -132,6 +132,23 @@ def _unit_sections(ckpt: Checkpoint, data, split: str, tmp: Path) -> list[tuple[
         _, png, used = embedding_files(ckpt, data, tmp / "embed", EMBED_SAMPLE, "pca")
         sections.append((f"Penultimate features in 2-D ({used})", _img(png, "embedding")))
     return sections
+
+
+def _picture(image: np.ndarray, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="{png_data_url(image)}">'
+
+
+def sequence_svg(values: np.ndarray, width: int = 120, height: int = 40) -> str:
+    """A sequence (C, L) as an inline SVG line per channel, each scaled to its own range."""
+    lines = []
+    for row in np.asarray(values, dtype=np.float64):
+        lo, hi = float(row.min()), float(row.max())
+        ys = height - 2 - (row - lo) * ((height - 4) / max(hi - lo, 1e-12))
+        xs = np.linspace(0, width, len(row))
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
+        lines.append(f'<polyline fill="none" stroke="#1d2330" points="{points}"/>')
+    box = f'viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
+    return f"<svg {box}>{''.join(lines)}</svg>"
 
 
 def build_report(ckpt: Checkpoint, out: str | os.PathLike, data: str | None = None) -> Path:

@@ -281,3 +281,11 @@ def test_the_class_count_comes_from_both_splits(tmp_path):
         y_test=np.array([0, 2]),
     )
     assert load_data(data, "train").classes == ["0", "1", "2"]
+
+
+def test_float_images_are_shown_over_their_own_range():
+    from cnnlab.data.images import to_pil
+
+    values = np.linspace(-3.0, 5.0, 16, dtype=np.float32).reshape(1, 4, 4)
+    shown = np.asarray(to_pil(values))
+    assert shown.min() == 0 and shown.max() == 255 and (np.diff(shown.ravel()) >= 0).all()
