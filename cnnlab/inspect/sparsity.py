@@ -1,6 +1,6 @@
 """How sparse each layer's output is: the fraction of exactly-zero activations over a sample.
 
-Rectified layers are where zeros appear; the seeds note that the fraction grows with depth.
+Rectified layers are where zeros appear, and in a trained net the fraction tends to grow with depth.
 """
 
 from __future__ import annotations
