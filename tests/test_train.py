@@ -319,13 +319,20 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=log,
             text=True,
+            # as a foreground command in a terminal: a shell's background job (a CI script's
+            # `cmd &`) starts with SIGINT ignored, and the child would inherit that
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         metrics = tmp_path / "run" / "metrics.jsonl"
         deadline = time.time() + 120
         while not metrics.exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError((tmp_path / "stderr.txt").read_text()[-3000:]) from None
     err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 130, err
     assert (
