@@ -65,6 +65,27 @@ layers:
 """
 
 
+def train_tiny(root: Path, epochs: int = 2) -> Path:
+    """TINY_SPEC trained on make_tiny_idx data (Adam, lr 0.01, no augmentation) into ROOT/run,
+    with the spec at ROOT/tiny.yaml and the data in ROOT/data; returns ROOT/run."""
+    from cnnlab.train import TrainConfig, train
+
+    (root / "tiny.yaml").write_text(TINY_SPEC)
+    train(
+        TrainConfig(
+            model=str(root / "tiny.yaml"),
+            data=str(make_tiny_idx(root / "data")),
+            epochs=epochs,
+            batch_size=32,
+            optimizer="adam",
+            lr=0.01,
+            augment="none",
+            out=str(root / "run"),
+        )
+    )
+    return root / "run"
+
+
 @pytest.fixture
 def tiny(tmp_path) -> tuple[Path, Path]:
     """(data directory, spec file) for fast training tests."""

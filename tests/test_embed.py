@@ -72,24 +72,10 @@ def test_the_page_has_no_script_and_escapes_class_names(tmp_path):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from cnnlab.train import TrainConfig, train
-    from tests.conftest import TINY_SPEC, make_tiny_idx
+    from tests.conftest import train_tiny
 
     root = tmp_path_factory.mktemp("embed")
-    data = make_tiny_idx(root / "data")
-    (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(
-        TrainConfig(
-            model=str(root / "tiny.yaml"),
-            data=str(data),
-            epochs=2,
-            batch_size=32,
-            optimizer="adam",
-            lr=0.01,
-            augment="none",
-            out=str(root / "run"),
-        )
-    )
+    train_tiny(root, epochs=2)
     return root
 
 

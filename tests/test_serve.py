@@ -12,29 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.train import TrainConfig, train
 from tests.serve_helpers import running_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tests.conftest import TINY_SPEC, make_tiny_idx
+    from tests.conftest import train_tiny
 
     root = tmp_path_factory.mktemp("serve")
-    data = make_tiny_idx(root / "data")
-    (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(
-        TrainConfig(
-            model=str(root / "tiny.yaml"),
-            data=str(data),
-            epochs=2,
-            batch_size=32,
-            optimizer="adam",
-            lr=0.01,
-            augment="none",
-            out=str(root / "run"),
-        )
-    )
+    train_tiny(root, epochs=2)
     with running_server(root / "run", "--max-body", "200000", "--max-pixels", "1000000") as (
         base,
         proc,

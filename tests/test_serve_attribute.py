@@ -15,30 +15,16 @@ from cnnlab.checkpoint import load_checkpoint
 from cnnlab.evaluate import normalizer
 from cnnlab.inspect.attribute import METHODS, SIGNED, attribute
 from cnnlab.serve.app import png_url
-from cnnlab.train import TrainConfig, train
 from tests.serve_helpers import running_server
 from tests.test_serve import call, multipart, png
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from tests.conftest import TINY_SPEC, make_tiny_idx
+    from tests.conftest import train_tiny
 
     root = tmp_path_factory.mktemp("attribute")
-    data = make_tiny_idx(root / "data")
-    (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(
-        TrainConfig(
-            model=str(root / "tiny.yaml"),
-            data=str(data),
-            epochs=2,
-            batch_size=32,
-            optimizer="adam",
-            lr=0.01,
-            augment="none",
-            out=str(root / "run"),
-        )
-    )
+    train_tiny(root, epochs=2)
     with running_server(root / "run", "--max-body", "200000") as (base, proc):
         yield base, proc, root / "run"
 

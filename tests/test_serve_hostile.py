@@ -21,7 +21,6 @@ import pytest
 from PIL import Image
 
 from cnnlab.serve.limits import MAX_BODY, MAX_PIXELS
-from cnnlab.train import TrainConfig, train
 from tests.serve_helpers import big_uploads, peak_rss_mb, running_server, server_log
 
 CAP = 200_000  # --max-body of the server under test
@@ -30,23 +29,10 @@ PIXELS = 1_000_000  # --max-pixels
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from tests.conftest import TINY_SPEC, make_tiny_idx
+    from tests.conftest import train_tiny
 
     root = tmp_path_factory.mktemp("hostile")
-    data = make_tiny_idx(root / "data")
-    (root / "tiny.yaml").write_text(TINY_SPEC)
-    train(
-        TrainConfig(
-            model=str(root / "tiny.yaml"),
-            data=str(data),
-            epochs=1,
-            batch_size=32,
-            optimizer="adam",
-            lr=0.01,
-            augment="none",
-            out=str(root / "run"),
-        )
-    )
+    train_tiny(root, epochs=1)
     return root / "run"
 
 
