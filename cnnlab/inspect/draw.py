@@ -23,7 +23,8 @@ ACTIVATION = "magma"
 
 
 def plain_text(text: str) -> str:
-    """Text that matplotlib shows as written: a '$' would otherwise start mathtext."""
+    """Text that matplotlib shows as written where no parse_math=False reaches (legend labels):
+    a '$' would otherwise start mathtext."""
     return text.replace("$", r"\$")
 
 

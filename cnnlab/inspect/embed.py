@@ -170,7 +170,7 @@ def embedding_png(
         )
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(draw.plain_text(title), fontsize=10)
+    ax.set_title(title, fontsize=10, parse_math=False)
     ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -301,8 +301,8 @@ def attribution_figure(
         "maps (red > 0 > blue where signed), "
         "then over the input"
     )
-    rows = [(draw.plain_text(label), prepared.astype(float), maps)]
-    return draw_attributions(rows, out, draw.plain_text(title), maps_too=True)
+    rows = [(label, prepared.astype(float), maps)]
+    return draw_attributions(rows, out, title, maps_too=True)
 
 
 # ---------------------------------------------------------------- what units respond to

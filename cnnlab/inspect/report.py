@@ -91,7 +91,7 @@ def _attribution_section(ckpt: Checkpoint, data, probs, wrong, tmp: Path) -> str
         pred = int(probs[i].argmax())
         maps, _ = attributions(ckpt, x, applicable(ckpt.model), pred)
         label = f"#{i}: {ckpt.classes[int(data.labels[i])]} taken for {ckpt.classes[pred]}"
-        rows.append((draw.plain_text(label), prepared.astype(float), maps))
+        rows.append((label, prepared.astype(float), maps))
     if not rows:
         return "<p>no errors to explain</p>"
     title = "what each method says made the model choose its (wrong) class, over the input"
