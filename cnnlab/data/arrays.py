@@ -31,7 +31,7 @@ import torch
 
 from cnnlab.atomic import atomic_path
 from cnnlab.data.dataset import MAX_CLASSES, ImageSet, _class_indices, _first, _pixels
-from cnnlab.data.lazy import memory_budget
+from cnnlab.data.lazy import check_budget
 from cnnlab.data.names import encode_name, read_names
 from cnnlab.errors import CnnlabError
 
@@ -94,11 +94,7 @@ def read_array(f, name: str, kinds: str = VALUE_KINDS, available: int | None = N
         raise CnnlabError(f"{name}: the header's shape {shape} has a negative dimension")
     need = math.prod(shape) * dtype.itemsize
     text = f"the header's {'x'.join(map(str, shape)) or 'scalar'} of {dtype}"
-    if need > memory_budget():
-        raise CnnlabError(
-            f"{name}: {text} needs {need} bytes, over the memory budget of {memory_budget()} "
-            "(set CNNLAB_MEMORY_BUDGET to raise it)"
-        )
+    check_budget(need, f"{name}: {text} needs {need} bytes")
     if available is not None:
         have = available - (f.tell() - start)
         if have != need:

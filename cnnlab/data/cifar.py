@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data.dataset import ImageSet, from_numpy
-from cnnlab.data.lazy import memory_budget
+from cnnlab.data.lazy import check_budget
 from cnnlab.data.names import read_names
 from cnnlab.errors import CnnlabError
 
@@ -49,11 +49,7 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def _check_budget(files: list[Path]) -> None:
     """The batches are read whole: refuse before reading when they would not fit in memory."""
     total = sum(f.stat().st_size for f in files)
-    if total > memory_budget():
-        raise CnnlabError(
-            f"{files[0].parent}: {total} bytes of CIFAR batches, over the memory budget of "
-            f"{memory_budget()} (set CNNLAB_MEMORY_BUDGET to raise it)"
-        )
+    check_budget(total, f"{files[0].parent}: {total} bytes of CIFAR batches")
 
 
 def is_cifar_dir(root: Path) -> bool:

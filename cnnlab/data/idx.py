@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.atomic import atomic_path
-from cnnlab.data.lazy import memory_budget
+from cnnlab.data.lazy import check_budget
 from cnnlab.errors import CnnlabError
 
 DTYPES: dict[int, np.dtype] = {
@@ -74,12 +74,8 @@ def _check_budget(path: Path, dtype: np.dtype, dims: tuple[int, ...]) -> None:
     """Refuse a header whose array would not fit the memory budget (zero dimensions count as 1,
     since NumPy refuses such shapes as well)."""
     size = math.prod(max(d, 1) for d in dims) * dtype.itemsize
-    if size > memory_budget():
-        shape = "x".join(map(str, dims))
-        raise CnnlabError(
-            f"{path}: the header's {shape} of {dtype.name} needs {size} bytes, over the memory "
-            f"budget of {memory_budget()} (set CNNLAB_MEMORY_BUDGET to raise it)"
-        )
+    shape = "x".join(map(str, dims))
+    check_budget(size, f"{path}: the header's {shape} of {dtype.name} needs {size} bytes")
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

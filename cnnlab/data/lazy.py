@@ -34,6 +34,16 @@ from cnnlab.errors import CnnlabError
 MEMORY_FRACTION = 0.25  # folders larger than this share of RAM (or of ulimit -v) are streamed
 
 
+def check_budget(need: int, what: str) -> None:
+    """Refuse, before allocating, `need` bytes over the memory budget: "WHAT, over the memory
+    budget of B (set CNNLAB_MEMORY_BUDGET to raise it)"."""
+    budget = memory_budget()
+    if need > budget:
+        raise CnnlabError(
+            f"{what}, over the memory budget of {budget} (set CNNLAB_MEMORY_BUDGET to raise it)"
+        )
+
+
 def memory_budget() -> int:
     """Bytes an in-memory dataset may take: $CNNLAB_MEMORY_BUDGET, else a quarter of RAM (or
     of the address-space limit, when the process has one that is smaller)."""

@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.atomic import atomic_path
-from cnnlab.data.lazy import memory_budget
-from cnnlab.errors import CnnlabError
+from cnnlab.data.lazy import check_budget
 
 CLASSES = ["sine-slow", "sine-fast", "chirp", "square", "double-pulse"]
 BURST = 40  # samples in a burst before stretching
@@ -59,11 +58,7 @@ def make_signals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(float32 signals (n, 1, length), int64 labels (n,)), classes in turn, seeded."""
     need = n * length * (8 + 4)  # float64 while drawn, float32 as returned
-    if need > memory_budget():
-        raise CnnlabError(
-            f"{n} signals of {length} samples need {need} bytes, over the memory budget of "
-            f"{memory_budget()} (set CNNLAB_MEMORY_BUDGET to raise it)"
-        )
+    check_budget(need, f"{n} signals of {length} samples need {need} bytes")
     rng = np.random.default_rng(seed)
     x = np.zeros((n, 1, length), np.float64)
     y = np.arange(n, dtype=np.int64) % len(CLASSES)

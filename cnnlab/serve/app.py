@@ -475,8 +475,6 @@ class Service:
                 f"field 'method' must be one of {', '.join(METHODS)}; "
                 f"got {one_line(repr(method), 60)}",
             )
-        if len(self.ckpt.meta["input_shape"]) != 3:
-            raise HTTPError(400, "attribution maps need a model of images (C, H, W)")
         if layer:  # only Grad-CAM reads it, but a misspelt layer is refused for every method
             try:
                 check_gradcam_layer(self.model, layer)
