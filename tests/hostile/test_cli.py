@@ -269,24 +269,16 @@ def streamed(tmp_path_factory):
     return root, bad
 
 
+def _train_streamed(cli, root, out, *extra):
+    """One epoch on the streamed folder: a budget of 1 byte makes every load stream."""
+    args = ["train", "--model", root / "spec.yaml", "--data", root / "data", "--epochs", "1",
+            "--val-split", "0", "--batch-size", "1667", "--out", root / out, *extra]  # fmt: skip
+    return cli.run(*args, env={"CNNLAB_MEMORY_BUDGET": "1"}, timeout=120)
+
+
 def test_streamed_decode_error_in_a_worker_is_one_line(cli, streamed):
     root, bad = streamed
-    args = [
-        "train",
-        "--model",
-        root / "spec.yaml",
-        "--data",
-        root / "data",
-        "--epochs",
-        "1",
-        "--val-split",
-        "0",
-        "--batch-size",
-        "1667",
-        "--out",
-        root / "run1",
-    ]
-    reply = cli.run(*args, env={"CNNLAB_MEMORY_BUDGET": "1"}, timeout=120)
+    reply = _train_streamed(cli, root, "run1")
     assert "streaming 5001 images from disk" in reply["stdout"]  # the worker, not the statistics
     line = one_line_error(reply)
     assert re.search(
@@ -296,23 +288,7 @@ def test_streamed_decode_error_in_a_worker_is_one_line(cli, streamed):
 
 def test_streamed_skip_bad_substitutes_and_reports(cli, streamed):
     root, bad = streamed
-    args = [
-        "train",
-        "--model",
-        root / "spec.yaml",
-        "--data",
-        root / "data",
-        "--epochs",
-        "1",
-        "--val-split",
-        "0",
-        "--batch-size",
-        "1667",
-        "--out",
-        root / "run2",
-        "--skip-bad",
-    ]
-    reply = succeeded(cli.run(*args, env={"CNNLAB_MEMORY_BUDGET": "1"}, timeout=120))
+    reply = succeeded(_train_streamed(cli, root, "run2", "--skip-bad"))
     lines = [line for line in reply["stderr"].splitlines() if line.startswith("skipped")]
     assert len(lines) == 1 and bad.name in lines[0] and "in its place" in lines[0], reply["stderr"]
 
